@@ -1,0 +1,67 @@
+"""Appends per second: EventStore.append against raw psycopg inserts.
+
+One event per transaction on one connection, both sides writing the same table
+(guards included) in the same run. Raw psycopg sends the very INSERT ... RETURNING
+that EventStore.append sends, in autocommit, each its own transaction; the ratio
+is what validation, metadata and the Django connection cost on top. Target:
+EventStore at least 0.8 of raw.
+"""
+
+import json
+import uuid
+
+import psycopg
+
+from bench.harness import alternate, rate, report
+
+ROUNDS = 30
+PER_ROUND = 150
+TARGET = 0.8
+
+
+def run(conninfo) -> bool:
+    from eventstore.store import EventStore, NewEvent, insert_statement
+
+    raw_insert = insert_statement(1)  # the very statement EventStore.append sends
+
+    store = EventStore()
+    raw = psycopg.connect(**conninfo, autocommit=True)
+    raw_aggregate, store_aggregate = uuid.uuid4(), uuid.uuid4()
+    versions = {"raw": 0, "store": 0}
+    payload = {"amount": 1250, "source": "bench"}
+
+    def raw_round():
+        for _ in range(PER_ROUND):
+            versions["raw"] += 1
+            raw.execute(
+                raw_insert,
+                [
+                    raw_aggregate,
+                    "Bench",
+                    "Ticked",
+                    json.dumps(payload),
+                    json.dumps({"correlation_id": str(uuid.uuid4())}),
+                    versions["raw"],
+                ],
+            ).fetchall()
+
+    def store_round():
+        for _ in range(PER_ROUND):
+            store.append(store_aggregate, "Bench", versions["store"], [NewEvent("Ticked", payload)])
+            versions["store"] += 1
+
+    raw_round(), store_round()  # warm both connections and caches
+    seconds = alternate(ROUNDS, raw=raw_round, store=store_round)
+    raw.close()
+    raw_rate, store_rate = rate(PER_ROUND, seconds["raw"]), rate(PER_ROUND, seconds["store"])
+    ratio = store_rate / raw_rate
+    report(
+        f"append: one event per transaction, one connection ({ROUNDS} rounds x {PER_ROUND}, median)",
+        [
+            ("raw psycopg", raw_rate, "appends/s"),
+            ("EventStore.append", store_rate, "appends/s"),
+            ("ratio", ratio, f"{'PASS' if ratio >= TARGET else 'FAIL'}"),
+        ],
+        target=f"ratio >= {TARGET}",
+    )
+    return ratio >= TARGET

@@ -1,0 +1,68 @@
+"""Who did it, why, and as part of what: the metadata stored with every event.
+
+A context variable carries it, so services never take it as an argument: the
+middleware fills it for each request, a management command for itself, and an
+explicit `metadata_context(...)` overrides either for the code inside it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from contextlib import contextmanager
+from typing import Any
+
+KEYS = ("correlation_id", "causation_id", "actor_id", "actor", "client_address", "request_id")
+
+_metadata: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("event_metadata", default={})
+
+
+def current() -> dict[str, Any]:
+    """The metadata in force, with a fresh correlation id if none was set."""
+    values = dict(_metadata.get())
+    values.setdefault("correlation_id", str(uuid.uuid4()))
+    return values
+
+
+@contextmanager
+def metadata_context(**values):
+    """Lay `values` over the metadata in force for the code inside the block."""
+    unknown = set(values) - set(KEYS)
+    if unknown:
+        raise TypeError(f"unknown event metadata: {', '.join(sorted(unknown))}")
+    token = _metadata.set({**_metadata.get(), **{k: v for k, v in values.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _metadata.reset(token)
+
+
+def system_actor(name: str) -> str:
+    """The actor recorded for work no person started, such as a management command."""
+    return f"system:{name}"
+
+
+class EventMetadataMiddleware:
+    """Fills the metadata context for every request (after AuthenticationMiddleware).
+
+    Each request is its own correlation; the request id is also sent back in the
+    X-Request-ID header so staff can quote it when reporting a problem.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request_id = str(uuid.uuid4())
+        user = getattr(request, "user", None)
+        authenticated = user is not None and user.is_authenticated
+        with metadata_context(
+            request_id=request_id,
+            correlation_id=request_id,
+            actor_id=user.pk if authenticated else None,
+            actor=user.get_username() if authenticated else "anonymous",
+            client_address=request.META.get("REMOTE_ADDR"),
+        ):
+            response = self.get_response(request)
+        response["X-Request-ID"] = request_id
+        return response

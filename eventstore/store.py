@@ -1,0 +1,279 @@
+"""EventStore: the only way events get into (and back out of) the events table.
+
+`append` joins the caller's transaction, so a service can append to two
+aggregates and update read models atomically; it never opens a savepoint, so a
+failed append makes the whole surrounding transaction fail, as a command should.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Sequence
+
+import psycopg
+from django.db import DatabaseError, connection, transaction
+
+from eventstore import context
+
+UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
+# Lost races: a duplicate (aggregate_id, version), the guard's "written by a later
+# transaction", or a deadlock PostgreSQL broke in our favour of retrying.
+_CONFLICT_SQLSTATES = {"40001", "40P01"}
+_UNIQUE_VIOLATION = "23505"
+MAX_NAME_LENGTH = 255
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to the aggregate first; reload and decide again."""
+
+    def __init__(self, aggregate_id, expected_version, detail=""):
+        self.aggregate_id = aggregate_id
+        self.expected_version = expected_version
+        super().__init__(
+            f"aggregate {aggregate_id} moved past version {expected_version} "
+            f"while this command was deciding{': ' + detail if detail else ''}"
+        )
+
+
+class InvalidAppend(ValueError):
+    """The append call itself is malformed; nothing was sent to the database."""
+
+
+class Position(NamedTuple):
+    """A commit-safe place in the global log: (writing transaction, event id)."""
+
+    transaction_id: int
+    event_id: int
+
+
+START = Position(0, 0)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    event_type: str
+    data: dict[str, Any]
+
+
+class StoredEvent(NamedTuple):
+    """An event as the table holds it. A tuple: immutable and cheap to make in bulk."""
+
+    id: int
+    aggregate_id: uuid.UUID
+    aggregate_type: str
+    event_type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    version: int
+    created_at: datetime
+    transaction_id: int
+
+    @property
+    def position(self) -> Position:
+        return Position(self.transaction_id, self.id)
+
+
+class Page(NamedTuple):
+    """One batch of read_all and the position to resume from."""
+
+    events: list[StoredEvent]
+    position: Position
+
+
+_COLUMNS = (
+    "id, aggregate_id, aggregate_type, event_type, event_data, metadata, "
+    "version, created_at, transaction_id::text"
+)
+
+_INSERT = "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) VALUES "
+_ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+_RETURNING = " RETURNING id, created_at, transaction_id::text"
+
+
+def insert_statement(count: int) -> str:
+    """The INSERT for `count` events: one statement, rows inserted (and guarded) in order."""
+    return _INSERT + ", ".join([_ROW] * count) + _RETURNING
+
+
+# Only transactions that have all ended (committed or rolled back) are read, so a
+# transaction that commits later can never land behind the reader's position.
+_READ_ALL = f"""
+SELECT {_COLUMNS} FROM events
+ WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+   AND (transaction_id, id) > (%s::text::xid8, %s)
+ ORDER BY transaction_id, id
+ LIMIT %s
+"""
+
+
+def _row_to_event(row) -> StoredEvent:
+    # Django's connections hand jsonb over as text so that JSONField decodes it.
+    return StoredEvent(
+        id=row[0],
+        aggregate_id=row[1],
+        aggregate_type=row[2],
+        event_type=row[3],
+        data=json.loads(row[4]),
+        metadata=json.loads(row[5]) if row[5] is not None else {},
+        version=row[6],
+        created_at=row[7],
+        transaction_id=int(row[8]),
+    )
+
+
+def _as_uuid(aggregate_id) -> uuid.UUID:
+    if isinstance(aggregate_id, uuid.UUID):
+        return aggregate_id
+    try:
+        return uuid.UUID(str(aggregate_id))
+    except ValueError:
+        raise InvalidAppend(f"aggregate id {aggregate_id!r} is not a UUID") from None
+
+
+def _check_name(what: str, value) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_LENGTH:
+        raise InvalidAppend(f"{what} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, got {value!r}")
+    return value
+
+
+def _to_json(what: str, value) -> str:
+    if not isinstance(value, dict):
+        raise InvalidAppend(f"{what} must be a JSON object (dict), got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as error:
+        raise InvalidAppend(f"{what} is not JSON-serialisable: {error}") from None
+    if "\\u0000" in text:
+        raise InvalidAppend(f"{what} contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def _is_conflict(error: DatabaseError) -> bool:
+    cause = error.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate in _CONFLICT_SQLSTATES:
+        return True
+    diag = getattr(cause, "diag", None)
+    return sqlstate == _UNIQUE_VIOLATION and getattr(diag, "constraint_name", None) == UNIQUE_VERSION_CONSTRAINT
+
+
+class EventStore:
+    """Append to and read from the events table on Django's default connection."""
+
+    def append(
+        self,
+        aggregate_id,
+        aggregate_type: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        metadata: dict[str, Any] | None = None,
+    ) -> list[StoredEvent]:
+        """Store `events` as versions expected_version+1.. of the aggregate, all or none.
+
+        `metadata` is laid over the current metadata context (see context.py) and
+        stored with every event of the call. Raises ConcurrencyConflict when another
+        writer got there first, InvalidAppend before touching the database when the
+        call is malformed.
+        """
+        aggregate_id = _as_uuid(aggregate_id)
+        _check_name("aggregate type", aggregate_type)
+        if isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 0:
+            raise InvalidAppend(f"expected version must be an integer of 0 or more, got {expected_version!r}")
+        events = list(events)
+        if not events:
+            raise InvalidAppend("append needs at least one event")
+        types, datas, payloads = [], [], []
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise InvalidAppend(f"events must be NewEvent instances, got {type(event).__name__}")
+            types.append(_check_name("event type", event.event_type))
+            datas.append(event.data)
+            payloads.append(_to_json(f"data of {event.event_type}", event.data))
+        stored_metadata = {**context.current(), **(metadata or {})}
+        metadata_json = _to_json("metadata", stored_metadata)
+
+        params: list[Any] = []
+        for offset, (event_type, payload) in enumerate(zip(types, payloads), start=1):
+            params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset]
+        try:
+            rows = self._insert(len(events), params)
+        except DatabaseError as error:
+            if _is_conflict(error):
+                raise ConcurrencyConflict(aggregate_id, expected_version, str(error.__cause__).splitlines()[0]) from error
+            raise
+        return [
+            StoredEvent(
+                id=event_id,
+                aggregate_id=aggregate_id,
+                aggregate_type=aggregate_type,
+                event_type=event_type,
+                data=data,
+                metadata=stored_metadata,
+                version=expected_version + offset,
+                created_at=created_at,
+                transaction_id=int(transaction_id),
+            )
+            for offset, (event_type, data, (event_id, created_at, transaction_id)) in enumerate(
+                zip(types, datas, rows), start=1
+            )
+        ]
+
+    @staticmethod
+    def _insert(count: int, params: list[Any]):
+        """Run the insert in the caller's transaction, or as a transaction of its own.
+
+        The insert is one statement, so outside an atomic block autocommit alone
+        makes it all-or-nothing. A server-side-binding cursor on Django's own
+        connection lets PostgreSQL keep it prepared: it is the hot path of every command.
+        """
+        with transaction.atomic(savepoint=False) if connection.in_atomic_block else nullcontext():
+            with connection.wrap_database_errors:
+                connection.ensure_connection()
+                with psycopg.Cursor(connection.connection) as cursor:
+                    return cursor.execute(insert_statement(count), params).fetchall()
+
+    def load(
+        self,
+        aggregate_id,
+        *,
+        after_version: int = 0,
+        up_to_version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> list[StoredEvent]:
+        """The aggregate's events in version order, optionally bounded by version or time.
+
+        `as_of` keeps the events stored at or before that moment (created_at <= as_of).
+        """
+        sql = f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = %s AND version > %s"
+        params: list[Any] = [_as_uuid(aggregate_id), after_version]
+        if up_to_version is not None:
+            sql += " AND version <= %s"
+            params.append(up_to_version)
+        if as_of is not None:
+            sql += " AND created_at <= %s"
+            params.append(as_of)
+        with connection.cursor() as cursor:
+            cursor.execute(sql + " ORDER BY version", params)
+            return [_row_to_event(row) for row in cursor.fetchall()]
+
+    def load_after_version(self, aggregate_id, version: int) -> list[StoredEvent]:
+        """The events after `version`: the tail to fold onto a snapshot taken at `version`."""
+        return self.load(aggregate_id, after_version=version)
+
+    def read_all(self, after: Position = START, limit: int = 1000) -> Page:
+        """Up to `limit` committed events after `after`, in global order.
+
+        Resume from the returned position: no committed event is ever skipped, and
+        each aggregate's events come in version order (the insert guard sees to it).
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be 1 or more, got {limit}")
+        after = Position(*after)
+        with connection.cursor() as cursor:
+            cursor.execute(_READ_ALL, [str(after.transaction_id), after.event_id, limit])
+            events = [_row_to_event(row) for row in cursor.fetchall()]
+        return Page(events=events, position=events[-1].position if events else after)

@@ -1,0 +1,102 @@
+import threading
+from contextlib import contextmanager
+import uuid
+
+import psycopg
+import pytest
+from django.db import connection, connections
+
+from eventstore.store import EventStore, NewEvent
+
+
+@pytest.fixture
+def store():
+    return EventStore()
+
+
+@pytest.fixture
+def raw_connect():
+    """Open plain psycopg connections to the test database, closed after the test."""
+    opened = []
+
+    def connect(**kwargs):
+        params = connection.get_connection_params()
+        conninfo = {k: params[k] for k in ("dbname", "user", "password", "host", "port") if params.get(k)}
+        conn = psycopg.connect(**conninfo, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+class RoundTrips:
+    """Counts the messages that each cost a round trip to the server (Query, Sync)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def messages(self):
+        lines = self.path.read_text().splitlines()
+        return [line.split("\t", 4)[3:] for line in lines if "\tF\t" in line]
+
+    @property
+    def count(self):
+        return sum(1 for message in self.messages if message[0] in ("Query", "Sync"))
+
+    def sent(self, text):
+        return any(text in " ".join(message) for message in self.messages)
+
+
+@pytest.fixture
+def round_trips(tmp_path):
+    """Trace what the Django connection sends to PostgreSQL inside the block."""
+
+    @contextmanager
+    def trace():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")  # so a lazily started transaction's BEGIN is not counted
+        path = tmp_path / "libpq-trace.txt"
+        with path.open("w") as file:
+            connection.connection.pgconn.trace(file.fileno())
+            try:
+                yield RoundTrips(path)
+            finally:
+                connection.connection.pgconn.untrace()
+
+    return trace
+
+
+def run_threads(target, count):
+    """Run target(index) in `count` threads at once; re-raise the first failure.
+
+    Each thread closes its own Django connection, so the test database can be dropped.
+    """
+    errors = []
+
+    def body(index):
+        try:
+            target(index)
+        except BaseException as error:  # reported to the test below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+
+
+def new_events(*types, **data):
+    return [NewEvent(event_type, dict(data)) for event_type in types]
+
+
+def new_id():
+    return uuid.uuid4()
