@@ -16,6 +16,7 @@ env = environ.Env(
     ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
     EVENTSTORE_SNAPSHOT_EVERY=(int, 100),
     DEFAULT_CURRENCY=(str, "EUR"),
+    ACCOUNT_AMOUNT_CEILING=(int, 10**13),
 )
 
 DEBUG = env("DEBUG")
@@ -35,6 +36,8 @@ DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5
 
 EVENTSTORE_SNAPSHOT_EVERY = env("EVENTSTORE_SNAPSHOT_EVERY")
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY")
+# Every amount a command moves must be below this many minor units.
+ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

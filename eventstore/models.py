@@ -6,6 +6,7 @@ Writes go through eventstore.store.EventStore only.
 """
 
 from django.db import models
+from django.db.models.functions import Now
 
 
 class TransactionIdField(models.Field):
@@ -47,3 +48,46 @@ class Event(models.Model):
 
     def __str__(self):
         return f"{self.event_type} v{self.version} of {self.aggregate_type} {self.aggregate_id}"
+
+
+class Snapshot(models.Model):
+    """The latest state of one aggregate at a version: a cache, never the truth.
+
+    Deleting every snapshot changes no answer; a snapshot whose schema_version is
+    not the aggregate's current state schema is ignored.
+    """
+
+    aggregate_id = models.UUIDField(primary_key=True)
+    aggregate_type = models.CharField(max_length=255)
+    version = models.PositiveIntegerField()
+    schema_version = models.PositiveIntegerField()
+    state = models.JSONField()
+    taken_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "snapshots"
+
+    def __str__(self):
+        return f"{self.aggregate_type} {self.aggregate_id} at v{self.version}"
+
+
+class CommandLog(models.Model):
+    """One row per command that carried an idempotency key, written in its transaction.
+
+    The same key again returns `result` and stores nothing; the same key with
+    other arguments (a different `arguments_hash`) is refused.
+    """
+
+    key = models.CharField(max_length=200, primary_key=True)
+    command = models.CharField(max_length=100)
+    arguments_hash = models.CharField(max_length=64)
+    result = models.JSONField()
+    recorded_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "command_log"
+        verbose_name = "command log entry"
+        verbose_name_plural = "command log"
+
+    def __str__(self):
+        return f"{self.command} {self.key}"

@@ -18,6 +18,7 @@ import psycopg
 from django.db import DatabaseError, connection, transaction
 
 from eventstore import context
+from eventstore.upcasting import upcasters
 
 UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
 # Lost races: a duplicate (aggregate_id, version), the guard's "written by a later
@@ -84,7 +85,7 @@ class Page(NamedTuple):
     position: Position
 
 
-_COLUMNS = (
+COLUMNS = (
     "id, aggregate_id, aggregate_type, event_type, event_data, metadata, "
     "version, created_at, transaction_id::text"
 )
@@ -102,7 +103,7 @@ def insert_statement(count: int) -> str:
 # Only transactions that have all ended (committed or rolled back) are read, so a
 # transaction that commits later can never land behind the reader's position.
 _READ_ALL = f"""
-SELECT {_COLUMNS} FROM events
+SELECT {COLUMNS} FROM events
  WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
    AND (transaction_id, id) > (%s::text::xid8, %s)
  ORDER BY transaction_id, id
@@ -110,14 +111,14 @@ SELECT {_COLUMNS} FROM events
 """
 
 
-def _row_to_event(row) -> StoredEvent:
+def row_to_event(row) -> StoredEvent:
     # Django's connections hand jsonb over as text so that JSONField decodes it.
     return StoredEvent(
         id=row[0],
         aggregate_id=row[1],
         aggregate_type=row[2],
         event_type=row[3],
-        data=json.loads(row[4]),
+        data=upcasters.upcast(row[3], json.loads(row[4])),
         metadata=json.loads(row[5]) if row[5] is not None else {},
         version=row[6],
         created_at=row[7],
@@ -125,7 +126,7 @@ def _row_to_event(row) -> StoredEvent:
     )
 
 
-def _as_uuid(aggregate_id) -> uuid.UUID:
+def as_uuid(aggregate_id) -> uuid.UUID:
     if isinstance(aggregate_id, uuid.UUID):
         return aggregate_id
     try:
@@ -179,7 +180,7 @@ class EventStore:
         writer got there first, InvalidAppend before touching the database when the
         call is malformed.
         """
-        aggregate_id = _as_uuid(aggregate_id)
+        aggregate_id = as_uuid(aggregate_id)
         _check_name("aggregate type", aggregate_type)
         if isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 0:
             raise InvalidAppend(f"expected version must be an integer of 0 or more, got {expected_version!r}")
@@ -248,8 +249,8 @@ class EventStore:
 
         `as_of` keeps the events stored at or before that moment (created_at <= as_of).
         """
-        sql = f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = %s AND version > %s"
-        params: list[Any] = [_as_uuid(aggregate_id), after_version]
+        sql = f"SELECT {COLUMNS} FROM events WHERE aggregate_id = %s AND version > %s"
+        params: list[Any] = [as_uuid(aggregate_id), after_version]
         if up_to_version is not None:
             sql += " AND version <= %s"
             params.append(up_to_version)
@@ -258,7 +259,7 @@ class EventStore:
             params.append(as_of)
         with connection.cursor() as cursor:
             cursor.execute(sql + " ORDER BY version", params)
-            return [_row_to_event(row) for row in cursor.fetchall()]
+            return [row_to_event(row) for row in cursor.fetchall()]
 
     def load_after_version(self, aggregate_id, version: int) -> list[StoredEvent]:
         """The events after `version`: the tail to fold onto a snapshot taken at `version`."""
@@ -275,5 +276,5 @@ class EventStore:
         after = Position(*after)
         with connection.cursor() as cursor:
             cursor.execute(_READ_ALL, [str(after.transaction_id), after.event_id, limit])
-            events = [_row_to_event(row) for row in cursor.fetchall()]
+            events = [row_to_event(row) for row in cursor.fetchall()]
         return Page(events=events, position=events[-1].position if events else after)

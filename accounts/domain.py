@@ -1,0 +1,390 @@
+"""The bank's rules: account events, the BankAccount aggregate, and its errors.
+
+Pure Python, no Django and no database: deciding is a function of (state,
+command) -> new events or a DomainError, and replay is a fold over events.
+
+Invariants (checked here, and by the tests against a plain model):
+  I1  a balance is never negative;
+  I2  only an active account takes deposits, withdrawals and transfers;
+  I3  an account's currency never changes, and money only moves between
+      accounts of one currency;
+  I4  an account closes only at a zero balance, and a closed account stays closed;
+  I5  a transfer's two events carry the same transfer id and amount, so money is
+      conserved across the bank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from dataclasses import dataclass
+from typing import ClassVar
+
+# ISO 4217 codes the bank handles, with their number of decimal places.
+CURRENCIES = {
+    "EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "SEK": 2, "NOK": 2, "DKK": 2,
+    "PLN": 2, "CZK": 2, "HUF": 2, "JPY": 0, "ISK": 0, "BHD": 3, "KWD": 3,
+}  # fmt: skip
+DEFAULT_AMOUNT_CEILING = 10**13  # minor units: 100 billion in a two-decimal currency
+MAX_TEXT_LENGTH = 500
+MAX_OWNER_LENGTH = 200
+AGGREGATE_TYPE = "BankAccount"
+STATE_SCHEMA = 1  # bump when the snapshot shape changes: older snapshots are then ignored
+
+ACTIVE, FROZEN, CLOSED = "active", "frozen", "closed"
+STATUSES = (ACTIVE, FROZEN, CLOSED)
+
+
+class DomainError(Exception):
+    """A command the bank's rules refuse; the message is fit to show a member of staff."""
+
+
+class AccountNotFound(DomainError):
+    pass
+
+
+class AccountFrozen(DomainError):
+    pass
+
+
+class AccountClosed(DomainError):
+    pass
+
+
+class AccountNotFrozen(DomainError):
+    pass
+
+
+class InsufficientFunds(DomainError):
+    pass
+
+
+class InvalidAmount(DomainError):
+    pass
+
+
+class InvalidInput(DomainError):
+    """Text or identifiers a command cannot use (blank reason, unknown currency, ...)."""
+
+
+class SameAccountTransfer(DomainError):
+    pass
+
+
+class CurrencyMismatch(DomainError):
+    pass
+
+
+class BalanceNotZero(DomainError):
+    pass
+
+
+# --- events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """An account event; `schema` is the payload version stored with it."""
+
+    schema: ClassVar[int] = 1
+
+    @property
+    def event_type(self) -> str:
+        return type(self).__name__
+
+    def to_data(self) -> dict:
+        return {**dataclasses.asdict(self), "schema_version": self.schema}
+
+
+@dataclass(frozen=True)
+class Opened(Event):
+    schema: ClassVar[int] = 2  # 1 stored initial_balance as a decimal string
+    account_id: str
+    owner: str
+    currency: str
+    initial_balance: int
+
+
+@dataclass(frozen=True)
+class Deposited(Event):
+    schema: ClassVar[int] = 2  # 1 stored amount as a decimal string
+    amount: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Withdrawn(Event):
+    schema: ClassVar[int] = 2  # 1 stored amount as a decimal string
+    amount: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Frozen(Event):
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unfrozen(Event):
+    reason: str
+
+
+@dataclass(frozen=True)
+class Closed(Event):
+    reason: str
+
+
+@dataclass(frozen=True)
+class TransferSent(Event):
+    transfer_id: str
+    to_account_id: str
+    amount: int
+    reference: str
+
+
+@dataclass(frozen=True)
+class TransferReceived(Event):
+    transfer_id: str
+    from_account_id: str
+    amount: int
+    reference: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (Opened, Deposited, Withdrawn, Frozen, Unfrozen, Closed, TransferSent, TransferReceived)
+}
+
+
+def event_from_data(event_type: str, data: dict) -> Event:
+    """Build the domain event from a current-schema payload (upcast it first)."""
+    cls = EVENT_TYPES[event_type]
+    return cls(**{key: value for key, value in data.items() if key != "schema_version"})
+
+
+def decimal_string_to_minor_units(data: dict, field: str) -> dict:
+    """Upcaster for schema 1 payloads, which stored money as a decimal string.
+
+    Schema 1 was the seed's: every account was in a two-decimal currency, so
+    "12.50" is 1250 minor units. Exact: a string with more decimals is refused.
+    """
+    text = str(data[field])
+    match = re.fullmatch(r"(\d+)(?:\.(\d{1,2}))?", text)
+    if not match:
+        raise ValueError(f"schema 1 {field} {text!r} is not a two-decimal amount")
+    whole, cents = match.group(1), (match.group(2) or "").ljust(2, "0")
+    return {**data, field: int(whole) * 100 + int(cents), "schema_version": 2}
+
+
+UPCASTERS = {
+    ("Opened", 1): lambda data: decimal_string_to_minor_units(data, "initial_balance"),
+    ("Deposited", 1): lambda data: decimal_string_to_minor_units(data, "amount"),
+    ("Withdrawn", 1): lambda data: decimal_string_to_minor_units(data, "amount"),
+}
+
+
+# --- validation -----------------------------------------------------------------
+
+
+def check_amount(amount, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmount(f"The amount must be a whole number of minor units (cents), not {amount!r}.")
+    if amount <= 0:
+        raise InvalidAmount("The amount must be greater than zero.")
+    if amount >= ceiling:
+        raise InvalidAmount(f"The amount must be below {ceiling:,} minor units.")
+    return amount
+
+
+def check_text(value, what: str, max_length: int = MAX_TEXT_LENGTH) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"A {what} is required.")
+    value = value.strip()
+    if len(value) > max_length:
+        raise InvalidInput(f"The {what} must be at most {max_length} characters.")
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
+        raise InvalidInput(f"The {what} contains control characters.")
+    return value
+
+
+def check_currency(currency) -> str:
+    if not isinstance(currency, str) or currency.upper() not in CURRENCIES:
+        raise InvalidInput(f"{currency!r} is not a currency this bank handles ({', '.join(sorted(CURRENCIES))}).")
+    return currency.upper()
+
+
+def check_account_id(account_id) -> uuid.UUID:
+    if isinstance(account_id, uuid.UUID):
+        return account_id
+    try:
+        return uuid.UUID(str(account_id))
+    except ValueError:
+        raise AccountNotFound(f"There is no account {str(account_id)[:64]!r}.") from None
+
+
+# --- the aggregate --------------------------------------------------------------
+
+
+class BankAccount:
+    """An account as its events made it. Commands return new events; they never mutate.
+
+    Replay mutates a fresh instance in place (`from_events`), which keeps folding a
+    long history cheap; code outside this module treats an instance as read-only.
+    """
+
+    __slots__ = ("account_id", "owner", "currency", "balance", "status", "version")
+
+    def __init__(self, account_id, owner="", currency="", balance=0, status=ACTIVE, version=0):
+        self.account_id = uuid.UUID(str(account_id))
+        self.owner = owner
+        self.currency = currency
+        self.balance = balance
+        self.status = status
+        self.version = version
+
+    def __eq__(self, other):
+        return isinstance(other, BankAccount) and self.to_snapshot() == other.to_snapshot()
+
+    def __repr__(self):
+        return (
+            f"BankAccount({self.account_id}, owner={self.owner!r}, {self.balance} {self.currency}, "
+            f"{self.status}, v{self.version})"
+        )
+
+    # replay
+
+    @classmethod
+    def from_events(cls, account_id, events, start: BankAccount | None = None) -> BankAccount:
+        account = start.copy() if start is not None else cls(account_id)
+        for event in events:
+            account._apply(event)
+        return account
+
+    def copy(self) -> BankAccount:
+        return BankAccount(self.account_id, self.owner, self.currency, self.balance, self.status, self.version)
+
+    def with_events(self, events) -> BankAccount:
+        return BankAccount.from_events(self.account_id, events, start=self)
+
+    def _apply(self, event: Event) -> None:
+        self.version += 1
+        match event:
+            case Opened():
+                self.owner, self.currency, self.balance = event.owner, event.currency, event.initial_balance
+                self.status = ACTIVE
+            case Deposited() | TransferReceived():
+                self.balance += event.amount
+            case Withdrawn() | TransferSent():
+                self.balance -= event.amount
+            case Frozen():
+                self.status = FROZEN
+            case Unfrozen():
+                self.status = ACTIVE
+            case Closed():
+                self.status = CLOSED
+
+    # snapshots
+
+    def to_snapshot(self) -> dict:
+        return {
+            "account_id": str(self.account_id),
+            "owner": self.owner,
+            "currency": self.currency,
+            "balance": self.balance,
+            "status": self.status,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_snapshot(cls, state: dict) -> BankAccount:
+        return cls(**state)
+
+    # commands
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+    @staticmethod
+    def open(account_id, *, owner, currency, initial_deposit, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
+        owner = check_text(owner, "owner name", MAX_OWNER_LENGTH)
+        currency = check_currency(currency)
+        if isinstance(initial_deposit, bool) or not isinstance(initial_deposit, int) or initial_deposit < 0:
+            raise InvalidAmount("The opening deposit must be zero or a positive whole number of minor units.")
+        if initial_deposit >= ceiling:
+            raise InvalidAmount(f"The amount must be below {ceiling:,} minor units.")
+        return [Opened(str(check_account_id(account_id)), owner, currency, initial_deposit)]
+
+    def _require_active(self) -> None:
+        if self.status == CLOSED:
+            raise AccountClosed(f"Account {self.account_id} is closed.")
+        if self.status == FROZEN:
+            raise AccountFrozen(f"Account {self.account_id} is frozen.")
+
+    def _require_funds(self, amount: int) -> None:
+        if amount > self.balance:
+            raise InsufficientFunds(
+                f"Insufficient funds: account {self.account_id} holds {self.balance} and cannot pay out {amount} "
+                f"(minor units of {self.currency})."
+            )
+
+    def deposit(self, *, amount, source, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
+        amount, source = check_amount(amount, ceiling), check_text(source, "source")
+        self._require_active()
+        return [Deposited(amount, source)]
+
+    def withdraw(self, *, amount, reason, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
+        amount, reason = check_amount(amount, ceiling), check_text(reason, "reason")
+        self._require_active()
+        self._require_funds(amount)
+        return [Withdrawn(amount, reason)]
+
+    def freeze(self, *, reason) -> list[Event]:
+        reason = check_text(reason, "reason")
+        if self.status == CLOSED:
+            raise AccountClosed(f"Account {self.account_id} is closed.")
+        if self.status == FROZEN:
+            raise AccountFrozen(f"Account {self.account_id} is already frozen.")
+        return [Frozen(reason)]
+
+    def unfreeze(self, *, reason) -> list[Event]:
+        reason = check_text(reason, "reason")
+        if self.status == CLOSED:
+            raise AccountClosed(f"Account {self.account_id} is closed.")
+        if self.status != FROZEN:
+            raise AccountNotFrozen(f"Account {self.account_id} is not frozen.")
+        return [Unfrozen(reason)]
+
+    def close(self, *, reason) -> list[Event]:
+        reason = check_text(reason, "reason")
+        if self.status == CLOSED:
+            raise AccountClosed(f"Account {self.account_id} is already closed.")
+        if self.balance != 0:
+            raise BalanceNotZero(
+                f"Account {self.account_id} still holds {self.balance} minor units of {self.currency}; "
+                "only an account with a zero balance can be closed."
+            )
+        return [Closed(reason)]
+
+
+def transfer(
+    source: BankAccount, target: BankAccount, *, transfer_id, amount, reference, ceiling=DEFAULT_AMOUNT_CEILING
+) -> tuple[list[Event], list[Event]]:
+    """Decide a transfer: the events for the paying account and for the receiving one."""
+    amount, reference = check_amount(amount, ceiling), check_text(reference, "reference")
+    if source.account_id == target.account_id:
+        raise SameAccountTransfer("An account cannot transfer money to itself.")
+    source._require_active()
+    target._require_active()
+    if source.currency != target.currency:
+        raise CurrencyMismatch(
+            f"Account {source.account_id} is in {source.currency} and account {target.account_id} "
+            f"in {target.currency}; a transfer needs one currency."
+        )
+    source._require_funds(amount)
+    transfer_id = str(transfer_id)
+    return (
+        [TransferSent(transfer_id, str(target.account_id), amount, reference)],
+        [TransferReceived(transfer_id, str(source.account_id), amount, reference)],
+    )

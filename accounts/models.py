@@ -1,0 +1,37 @@
+"""Read models: tables the projections keep, for lists and searches.
+
+Never written by views, services or admin: only accounts.projections writes
+them, in the transaction of the events they reflect. They can always be rebuilt
+from the events.
+"""
+
+from django.db import models
+
+from accounts.domain import STATUSES
+
+
+class Account(models.Model):
+    """One row per bank account: its state after its latest event."""
+
+    account_id = models.UUIDField(primary_key=True)
+    owner = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3)
+    balance = models.BigIntegerField(help_text="In minor units of the currency (cents).")
+    status = models.CharField(max_length=10, choices=[(s, s.title()) for s in STATUSES])
+    version = models.PositiveIntegerField()
+    opened_at = models.DateTimeField()
+    last_activity_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "account_read_model"
+        ordering = ["-opened_at", "account_id"]
+        indexes = [
+            models.Index(fields=["status", "-opened_at"], name="account_status_opened"),
+            models.Index(fields=["owner"], name="account_owner"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(balance__gte=0), name="account_balance_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.owner} ({self.account_id})"

@@ -1,0 +1,211 @@
+"""Command handlers: the only code that appends account events.
+
+Each command loads the accounts it touches (snapshot + tail), lets the domain
+decide, and appends the events together with the command-log row, the inline
+read model and any due snapshot, in one transaction (eventstore.commands).
+Amounts are integers of minor units; errors are accounts.domain.DomainError
+subclasses with messages fit for staff.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Callable
+
+from django.conf import settings
+from django.db import connection
+
+from accounts import projections
+from accounts.domain import (
+    AGGREGATE_TYPE,
+    STATE_SCHEMA,
+    AccountNotFound,
+    BankAccount,
+    InvalidInput,
+    check_account_id,
+    event_from_data,
+)
+from accounts.domain import transfer as decide_transfer
+from eventstore.commands import IdempotencyKeyReused, run_command
+from eventstore.snapshots import crosses_snapshot_boundary, load_with_snapshot, save_snapshot
+from eventstore.store import EventStore, NewEvent
+
+store = EventStore()
+
+
+def _ceiling() -> int:
+    return settings.ACCOUNT_AMOUNT_CEILING
+
+
+# --- reading --------------------------------------------------------------------
+
+
+def _load(account_id: uuid.UUID, up_to_version: int | None = None) -> BankAccount:
+    snapshot, events = load_with_snapshot(account_id, schema=STATE_SCHEMA, up_to_version=up_to_version)
+    start = BankAccount.from_snapshot(snapshot.state) if snapshot else None
+    return BankAccount.from_events(
+        account_id, (event_from_data(e.event_type, e.data) for e in events), start=start
+    )
+
+
+def _version_at(account_id: uuid.UUID, moment: datetime) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(max(version), 0) FROM events WHERE aggregate_id = %s AND created_at <= %s",
+            [account_id, moment],
+        )
+        return cursor.fetchone()[0]
+
+
+def get_account(account_id, *, as_of: datetime | None = None, version: int | None = None) -> BankAccount | None:
+    """The account now, as of a moment, or at a version; None if it did not exist then."""
+    try:
+        account_id = check_account_id(account_id)
+    except AccountNotFound:
+        return None
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        raise InvalidInput(f"A version must be a whole number of 0 or more, not {version!r}.")
+    if as_of is not None:
+        at_time = _version_at(account_id, as_of)
+        version = at_time if version is None else min(version, at_time)
+    account = _load(account_id, up_to_version=version)
+    return account if account.exists else None
+
+
+def _existing(account_id: uuid.UUID) -> BankAccount:
+    account = _load(account_id)
+    if not account.exists:
+        raise AccountNotFound(f"There is no account {account_id}.")
+    return account
+
+
+# --- writing --------------------------------------------------------------------
+
+
+def _record(account: BankAccount, events, metadata: dict):
+    """Append one account's new events; snapshot when due; return its new state."""
+    stored = store.append(
+        account.account_id,
+        AGGREGATE_TYPE,
+        account.version,
+        [NewEvent(event.event_type, event.to_data()) for event in events],
+        metadata=metadata,
+    )
+    after = account.with_events(events)
+    if crosses_snapshot_boundary(account.version, after.version, settings.EVENTSTORE_SNAPSHOT_EVERY):
+        save_snapshot(after.account_id, AGGREGATE_TYPE, version=after.version, schema=STATE_SCHEMA, state=after.to_snapshot())
+    return after, stored
+
+
+def _execute(command: str, arguments: dict, idempotency_key, account_ids, decide: Callable[[], list]):
+    """Run a command over `account_ids`; `decide()` returns [(account, events, metadata)]."""
+
+    def handle():
+        changes = [_record(account, events, metadata) for account, events, metadata in decide()]
+        projections.record_accounts(changes)
+        accounts = [after for after, _ in changes]
+        return accounts, {"accounts": [[str(a.account_id), a.version] for a in accounts]}
+
+    def replay(result):
+        return [_load(uuid.UUID(account_id), up_to_version=version) for account_id, version in result["accounts"]]
+
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key.strip()):
+        raise InvalidInput("An idempotency key must be a non-empty string.")
+    try:
+        return run_command(
+            command,
+            arguments=arguments,
+            idempotency_key=idempotency_key,
+            aggregate_ids=account_ids,
+            handle=handle,
+            replay=replay,
+        )
+    except IdempotencyKeyReused as error:
+        raise InvalidInput(str(error)) from None
+
+
+def _metadata(idempotency_key, **why) -> dict:
+    return {"idempotency_key": idempotency_key, **why}
+
+
+def open_account(*, owner, initial_deposit, currency=None, idempotency_key=None) -> BankAccount:
+    currency = settings.DEFAULT_CURRENCY if currency is None else currency
+    account_id = uuid.uuid4()
+    events = BankAccount.open(
+        account_id, owner=owner, currency=currency, initial_deposit=initial_deposit, ceiling=_ceiling()
+    )
+    arguments = {"owner": owner, "initial_deposit": initial_deposit, "currency": currency}
+    (account,) = _execute(
+        "open_account",
+        arguments,
+        idempotency_key,
+        [account_id],
+        lambda: [(BankAccount(account_id), events, _metadata(idempotency_key))],
+    )
+    return account
+
+
+def _single(command, account_id, arguments, idempotency_key, decide, why) -> BankAccount:
+    account_id = check_account_id(account_id)
+
+    def decide_all():
+        account = _existing(account_id)
+        return [(account, decide(account), _metadata(idempotency_key, **why))]
+
+    (account,) = _execute(command, {"account_id": str(account_id), **arguments}, idempotency_key, [account_id], decide_all)
+    return account
+
+
+def deposit(*, account_id, amount, source, idempotency_key=None) -> BankAccount:
+    return _single(
+        "deposit", account_id, {"amount": amount, "source": source}, idempotency_key,
+        lambda account: account.deposit(amount=amount, source=source, ceiling=_ceiling()),
+        {"source": source},
+    )  # fmt: skip
+
+
+def withdraw(*, account_id, amount, reason, idempotency_key=None) -> BankAccount:
+    return _single(
+        "withdraw", account_id, {"amount": amount, "reason": reason}, idempotency_key,
+        lambda account: account.withdraw(amount=amount, reason=reason, ceiling=_ceiling()),
+        {"reason": reason},
+    )  # fmt: skip
+
+
+def freeze(*, account_id, reason, idempotency_key=None) -> BankAccount:
+    return _single(
+        "freeze", account_id, {"reason": reason}, idempotency_key,
+        lambda account: account.freeze(reason=reason), {"reason": reason},
+    )  # fmt: skip
+
+
+def unfreeze(*, account_id, reason, idempotency_key=None) -> BankAccount:
+    return _single(
+        "unfreeze", account_id, {"reason": reason}, idempotency_key,
+        lambda account: account.unfreeze(reason=reason), {"reason": reason},
+    )  # fmt: skip
+
+
+def close_account(*, account_id, reason, idempotency_key=None) -> BankAccount:
+    return _single(
+        "close_account", account_id, {"reason": reason}, idempotency_key,
+        lambda account: account.close(reason=reason), {"reason": reason},
+    )  # fmt: skip
+
+
+def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_key=None) -> tuple[BankAccount, BankAccount]:
+    source_id, target_id = check_account_id(from_account_id), check_account_id(to_account_id)
+    transfer_id = str(uuid.uuid4())
+
+    def decide_all():
+        source, target = _existing(source_id), _existing(target_id)
+        sent, received = decide_transfer(
+            source, target, transfer_id=transfer_id, amount=amount, reference=reference, ceiling=_ceiling()
+        )
+        why = _metadata(idempotency_key, reference=reference, transfer_id=transfer_id)
+        return [(source, sent, why), (target, received, why)]
+
+    arguments = {"from": str(source_id), "to": str(target_id), "amount": amount, "reference": reference}
+    source, target = _execute("transfer", arguments, idempotency_key, [source_id, target_id], decide_all)
+    return source, target
