@@ -1,0 +1,86 @@
+"""Staff acting on one account at once each get a definite answer, never a conflict."""
+
+import threading
+from collections import Counter
+
+import pytest
+
+from accounts import services
+from accounts.domain import InsufficientFunds
+from accounts.models import Account
+from eventstore.store import EventStore
+from tests.conftest import run_threads
+from tests.factories import AccountFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+store = EventStore()
+
+
+def test_eight_tellers_withdrawing_past_the_balance_get_exactly_half_through():
+    per_thread, amount = 6, 25
+    account = AccountFactory(initial_deposit=8 * per_thread * amount // 2)
+    outcomes = Counter()
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def teller(index):
+        start.wait(timeout=10)
+        for n in range(per_thread):
+            try:
+                services.withdraw(account_id=account.account_id, amount=amount, reason=f"t{index}-{n}")
+                result = "done"
+            except InsufficientFunds:
+                result = "insufficient"
+            with lock:
+                outcomes[result] += 1
+
+    run_threads(teller, 8)
+    history = store.load(account.account_id)
+    assert outcomes == {"done": 24, "insufficient": 24}
+    assert [e.version for e in history] == list(range(1, 26))
+    assert sum(1 for e in history if e.event_type == "Withdrawn") == 24
+    final = services.get_account(account.account_id)
+    assert final.balance == 0
+    assert Account.objects.get(account_id=account.account_id).balance == 0
+
+
+def test_opposite_transfers_from_eight_threads_all_succeed_and_conserve_money():
+    alice, bob = AccountFactory(initial_deposit=10_000), AccountFactory(initial_deposit=10_000)
+    start = threading.Barrier(8)
+
+    def clerk(index):
+        source, target = (alice, bob) if index % 2 else (bob, alice)
+        start.wait(timeout=10)
+        for n in range(10):
+            services.transfer(
+                from_account_id=source.account_id, to_account_id=target.account_id, amount=7 + index, reference=f"{index}-{n}"
+            )
+
+    run_threads(clerk, 8)
+    a, b = services.get_account(alice.account_id), services.get_account(bob.account_id)
+    assert a.balance + b.balance == 20_000
+    assert a.version == b.version == 1 + 80  # each transfer adds one event to each account
+    sent = sum(e.data["amount"] for e in store.load(alice.account_id) if e.event_type == "TransferSent")
+    received = sum(e.data["amount"] for e in store.load(alice.account_id) if e.event_type == "TransferReceived")
+    assert a.balance == 10_000 - sent + received
+    rows = {r.account_id: r.balance for r in Account.objects.filter(account_id__in=[a.account_id, b.account_id])}
+    assert rows == {a.account_id: a.balance, b.account_id: b.balance}
+
+
+def test_the_same_deposit_submitted_concurrently_with_one_key_stores_one_event():
+    account = AccountFactory(initial_deposit=0)
+    start = threading.Barrier(8)
+    results = []
+
+    def double_click(_):
+        start.wait(timeout=10)
+        results.append(
+            services.deposit(account_id=account.account_id, amount=1234, source="cash", idempotency_key="click-1")
+        )
+
+    run_threads(double_click, 8)
+    deposits = [e for e in store.load(account.account_id) if e.event_type == "Deposited"]
+    assert len(deposits) == 1
+    assert len(results) == 8
+    assert all(r == results[0] for r in results)
+    assert (results[0].balance, results[0].version) == (1234, 2)

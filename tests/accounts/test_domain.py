@@ -1,0 +1,59 @@
+"""The pure domain: events, replay and the upcasters, without a database."""
+
+import ast
+import pathlib
+import uuid
+
+import pytest
+
+import accounts.domain as domain
+from accounts.domain import BankAccount, Deposited, Opened, TransferSent, event_from_data
+
+
+def test_domain_imports_nothing_from_django_or_the_database():
+    tree = ast.parse(pathlib.Path(domain.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "dataclasses", "re", "uuid", "typing"}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Opened(str(uuid.uuid4()), "Ada", "EUR", 100),
+        Deposited(5, "cash"),
+        TransferSent(str(uuid.uuid4()), str(uuid.uuid4()), 7, "rent"),
+    ],
+)
+def test_events_round_trip_through_their_payload_with_a_schema_version(event):
+    data = event.to_data()
+    assert data["schema_version"] == type(event).schema
+    assert event_from_data(event.event_type, data) == event
+
+
+def test_replay_folds_events_and_commands_do_not_mutate():
+    account_id = uuid.uuid4()
+    account = BankAccount.from_events(account_id, BankAccount.open(account_id, owner="Ada", currency="eur", initial_deposit=10))
+    events = account.deposit(amount=5, source="cash")
+    assert (account.balance, account.version, account.currency) == (10, 1, "EUR")
+    after = account.with_events(events)
+    assert (after.balance, after.version) == (15, 2)
+    assert BankAccount.from_snapshot(after.to_snapshot()) == after
+
+
+@pytest.mark.parametrize(
+    "text, minor", [("12.50", 1250), ("12.5", 1250), ("12", 1200), ("0.01", 1), ("1000000.99", 100000099)]
+)
+def test_schema_one_decimal_strings_become_exact_minor_units(text, minor):
+    assert domain.UPCASTERS[("Deposited", 1)]({"amount": text, "source": "s"}) == {
+        "amount": minor,
+        "source": "s",
+        "schema_version": 2,
+    }
+
+
+@pytest.mark.parametrize("text", ["12.505", "-1.00", "1e3", "", "abc"])
+def test_schema_one_amounts_that_are_not_two_decimal_strings_are_refused(text):
+    with pytest.raises(ValueError):
+        domain.UPCASTERS[("Withdrawn", 1)]({"amount": text, "reason": "r"})
