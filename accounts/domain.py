@@ -94,7 +94,9 @@ class Event:
         return type(self).__name__
 
     def to_data(self) -> dict:
-        return {**dataclasses.asdict(self), "schema_version": self.schema}
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data["schema_version"] = self.schema
+        return data
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (Opened, Deposited, Withdrawn, Frozen, Unfrozen, Closed, TransferSent, TransferReceived)
 }
+
+
+_CREDITS = {"Deposited", "TransferReceived"}
+_DEBITS = {"Withdrawn", "TransferSent"}
+_STATUS_AFTER = {"Frozen": FROZEN, "Unfrozen": ACTIVE, "Closed": CLOSED}
 
 
 def event_from_data(event_type: str, data: dict) -> Event:
@@ -236,7 +243,7 @@ class BankAccount:
     __slots__ = ("account_id", "owner", "currency", "balance", "status", "version")
 
     def __init__(self, account_id, owner="", currency="", balance=0, status=ACTIVE, version=0):
-        self.account_id = uuid.UUID(str(account_id))
+        self.account_id = account_id if isinstance(account_id, uuid.UUID) else uuid.UUID(str(account_id))
         self.owner = owner
         self.currency = currency
         self.balance = balance
@@ -256,33 +263,33 @@ class BankAccount:
 
     @classmethod
     def from_events(cls, account_id, events, start: BankAccount | None = None) -> BankAccount:
+        """Fold `events`, given as (event_type, current-schema payload) pairs, onto `start`."""
         account = start.copy() if start is not None else cls(account_id)
-        for event in events:
-            account._apply(event)
+        for event_type, data in events:
+            account._apply(event_type, data)
         return account
 
     def copy(self) -> BankAccount:
         return BankAccount(self.account_id, self.owner, self.currency, self.balance, self.status, self.version)
 
-    def with_events(self, events) -> BankAccount:
-        return BankAccount.from_events(self.account_id, events, start=self)
+    def with_events(self, events: list[Event]) -> BankAccount:
+        """The state after the events a command just decided."""
+        return BankAccount.from_events(self.account_id, [(e.event_type, e.to_data()) for e in events], start=self)
 
-    def _apply(self, event: Event) -> None:
+    def _apply(self, event_type: str, data: dict) -> None:
+        # Payloads, not event objects: replaying a long history stays a cheap loop.
         self.version += 1
-        match event:
-            case Opened():
-                self.owner, self.currency, self.balance = event.owner, event.currency, event.initial_balance
-                self.status = ACTIVE
-            case Deposited() | TransferReceived():
-                self.balance += event.amount
-            case Withdrawn() | TransferSent():
-                self.balance -= event.amount
-            case Frozen():
-                self.status = FROZEN
-            case Unfrozen():
-                self.status = ACTIVE
-            case Closed():
-                self.status = CLOSED
+        if event_type in _CREDITS:
+            self.balance += data["amount"]
+        elif event_type in _DEBITS:
+            self.balance -= data["amount"]
+        elif event_type == "Opened":
+            self.owner, self.currency, self.balance = data["owner"], data["currency"], data["initial_balance"]
+            self.status = ACTIVE
+        elif event_type in _STATUS_AFTER:
+            self.status = _STATUS_AFTER[event_type]
+        else:
+            raise ValueError(f"{event_type} is not a bank account event")
 
     # snapshots
 

@@ -1,15 +1,14 @@
 """The account read model, kept inline: in the same transaction as the events.
 
 The row is the aggregate's state after its latest event, plus when it opened and
-when it last moved; `version` guards against an older state overwriting a newer.
+when it last moved. Both times are the transaction's now(), which is exactly the
+created_at its events get. `version` keeps an older state from overwriting a newer.
 """
 
 from __future__ import annotations
 
-from django.db import connection
-
 from accounts.domain import BankAccount
-from eventstore.store import StoredEvent
+from eventstore import db
 
 _UPSERT = """
 INSERT INTO account_read_model
@@ -20,16 +19,12 @@ ON CONFLICT (account_id) DO UPDATE
        status = EXCLUDED.status, version = EXCLUDED.version, last_activity_at = EXCLUDED.last_activity_at
  WHERE account_read_model.version < EXCLUDED.version
 """
-_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s)"
+_ROW = "(%s, %s, %s, %s, %s, %s, now(), now())"
 
 
-def record_accounts(changes: list[tuple[BankAccount, list[StoredEvent]]]) -> None:
-    """Upsert the rows of accounts that just got `events`, all in one statement."""
+def record_accounts(accounts: list[BankAccount]) -> None:
+    """Upsert the rows of accounts that just changed, in one statement, without waiting for it."""
     params = []
-    for account, events in changes:
-        params += [
-            account.account_id, account.owner, account.currency, account.balance, account.status,
-            account.version, events[0].created_at, events[-1].created_at,
-        ]  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(_UPSERT.format(rows=", ".join([_ROW] * len(changes))), params)
+    for account in accounts:
+        params += [account.account_id, account.owner, account.currency, account.balance, account.status, account.version]
+    db.write(_UPSERT.format(rows=", ".join([_ROW] * len(accounts))), params)

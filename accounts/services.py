@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Callable
 
 from django.conf import settings
-from django.db import connection
 
 from accounts import projections
 from accounts.domain import (
@@ -24,11 +23,11 @@ from accounts.domain import (
     BankAccount,
     InvalidInput,
     check_account_id,
-    event_from_data,
 )
 from accounts.domain import transfer as decide_transfer
+from eventstore import db
 from eventstore.commands import IdempotencyKeyReused, run_command
-from eventstore.snapshots import crosses_snapshot_boundary, load_with_snapshot, save_snapshot
+from eventstore.snapshots import crosses_snapshot_boundary, load_with_snapshot, lock_key, save_snapshot
 from eventstore.store import EventStore, NewEvent
 
 store = EventStore()
@@ -41,21 +40,17 @@ def _ceiling() -> int:
 # --- reading --------------------------------------------------------------------
 
 
-def _load(account_id: uuid.UUID, up_to_version: int | None = None) -> BankAccount:
-    snapshot, events = load_with_snapshot(account_id, schema=STATE_SCHEMA, up_to_version=up_to_version)
+def _load(account_id: uuid.UUID, up_to_version: int | None = None, *, lock: bool = False) -> BankAccount:
+    snapshot, events = load_with_snapshot(account_id, schema=STATE_SCHEMA, up_to_version=up_to_version, lock=lock)
     start = BankAccount.from_snapshot(snapshot.state) if snapshot else None
-    return BankAccount.from_events(
-        account_id, (event_from_data(e.event_type, e.data) for e in events), start=start
-    )
+    return BankAccount.from_events(account_id, events, start=start)
 
 
 def _version_at(account_id: uuid.UUID, moment: datetime) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT COALESCE(max(version), 0) FROM events WHERE aggregate_id = %s AND created_at <= %s",
-            [account_id, moment],
-        )
-        return cursor.fetchone()[0]
+    return db.fetchone(
+        "SELECT COALESCE(max(version), 0) FROM events WHERE aggregate_id = %s AND created_at <= %s",
+        [account_id, moment],
+    )[0]
 
 
 def get_account(account_id, *, as_of: datetime | None = None, version: int | None = None) -> BankAccount | None:
@@ -73,8 +68,9 @@ def get_account(account_id, *, as_of: datetime | None = None, version: int | Non
     return account if account.exists else None
 
 
-def _existing(account_id: uuid.UUID) -> BankAccount:
-    account = _load(account_id)
+def _existing_locked(account_id: uuid.UUID) -> BankAccount:
+    """The account, with its writer lock held until the command's transaction ends."""
+    account = _load(account_id, lock=True)
     if not account.exists:
         raise AccountNotFound(f"There is no account {account_id}.")
     return account
@@ -83,9 +79,9 @@ def _existing(account_id: uuid.UUID) -> BankAccount:
 # --- writing --------------------------------------------------------------------
 
 
-def _record(account: BankAccount, events, metadata: dict):
+def _record(account: BankAccount, events, metadata: dict) -> BankAccount:
     """Append one account's new events; snapshot when due; return its new state."""
-    stored = store.append(
+    store.append(
         account.account_id,
         AGGREGATE_TYPE,
         account.version,
@@ -95,16 +91,15 @@ def _record(account: BankAccount, events, metadata: dict):
     after = account.with_events(events)
     if crosses_snapshot_boundary(account.version, after.version, settings.EVENTSTORE_SNAPSHOT_EVERY):
         save_snapshot(after.account_id, AGGREGATE_TYPE, version=after.version, schema=STATE_SCHEMA, state=after.to_snapshot())
-    return after, stored
+    return after
 
 
-def _execute(command: str, arguments: dict, idempotency_key, account_ids, decide: Callable[[], list]):
-    """Run a command over `account_ids`; `decide()` returns [(account, events, metadata)]."""
+def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[], list]):
+    """Run a command; `decide()` loads and returns [(account, events, metadata)]."""
 
     def handle():
-        changes = [_record(account, events, metadata) for account, events, metadata in decide()]
-        projections.record_accounts(changes)
-        accounts = [after for after, _ in changes]
+        accounts = [_record(account, events, metadata) for account, events, metadata in decide()]
+        projections.record_accounts(accounts)
         return accounts, {"accounts": [[str(a.account_id), a.version] for a in accounts]}
 
     def replay(result):
@@ -117,7 +112,6 @@ def _execute(command: str, arguments: dict, idempotency_key, account_ids, decide
             command,
             arguments=arguments,
             idempotency_key=idempotency_key,
-            aggregate_ids=account_ids,
             handle=handle,
             replay=replay,
         )
@@ -140,7 +134,6 @@ def open_account(*, owner, initial_deposit, currency=None, idempotency_key=None)
         "open_account",
         arguments,
         idempotency_key,
-        [account_id],
         lambda: [(BankAccount(account_id), events, _metadata(idempotency_key))],
     )
     return account
@@ -150,10 +143,10 @@ def _single(command, account_id, arguments, idempotency_key, decide, why) -> Ban
     account_id = check_account_id(account_id)
 
     def decide_all():
-        account = _existing(account_id)
+        account = _existing_locked(account_id)
         return [(account, decide(account), _metadata(idempotency_key, **why))]
 
-    (account,) = _execute(command, {"account_id": str(account_id), **arguments}, idempotency_key, [account_id], decide_all)
+    (account,) = _execute(command, {"account_id": str(account_id), **arguments}, idempotency_key, decide_all)
     return account
 
 
@@ -199,7 +192,9 @@ def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_k
     transfer_id = str(uuid.uuid4())
 
     def decide_all():
-        source, target = _existing(source_id), _existing(target_id)
+        # Lock (and load) in key order, so two opposite transfers cannot deadlock.
+        loaded = {i: _existing_locked(i) for i in sorted({source_id, target_id}, key=lock_key)}
+        source, target = loaded[source_id], loaded[target_id]
         sent, received = decide_transfer(
             source, target, transfer_id=transfer_id, amount=amount, reference=reference, ceiling=_ceiling()
         )
@@ -207,5 +202,5 @@ def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_k
         return [(source, sent, why), (target, received, why)]
 
     arguments = {"from": str(source_id), "to": str(target_id), "amount": amount, "reference": reference}
-    source, target = _execute("transfer", arguments, idempotency_key, [source_id, target_id], decide_all)
+    source, target = _execute("transfer", arguments, idempotency_key, decide_all)
     return source, target

@@ -9,7 +9,7 @@ import sys
 
 from bench.harness import bench_database
 
-BENCHMARKS = ["append"]
+BENCHMARKS = ["append", "commands"]
 
 
 def main(names):

@@ -1,16 +1,22 @@
-"""Running a command: one transaction, writers of one aggregate in line, bounded retries.
+"""Running a command: one transaction, bounded retries, idempotency.
 
 Every command of every app goes through `run_command`, which gives it:
-  * one database transaction for the command-log row, its events and the inline
-    projections (all or nothing);
-  * a transaction-level advisory lock per aggregate it writes, taken in a fixed
-    order, so two commands on one account queue instead of failing, and two
-    opposite transfers cannot deadlock; the unique (aggregate_id, version) key
-    stays the final guard against any writer that bypasses the lock;
+  * one database transaction for its events, the inline projections and the
+    command-log row (all or nothing);
   * retries, with a short random back-off, after a lost race or a serialization
     failure, re-running the whole decision against fresh state each time;
-  * idempotency: with a key, the first result is recorded in the command log,
-    and a repeat returns it without storing anything.
+  * idempotency: with a key, the result is recorded in the command log in the
+    same transaction, and a repeat returns the first result, storing nothing.
+
+Writers of one aggregate queue rather than race: the handler loads each
+aggregate with `load_with_snapshot(..., lock=True)`, which takes a
+transaction-level advisory lock first (several aggregates in `lock_key` order,
+so opposite transfers cannot deadlock). The unique (aggregate_id, version) key
+stays the final guard against any writer that bypasses the lock.
+
+A command costs four round trips: BEGIN; lock and load (one statement); the
+append, read models, snapshot and command log (one statement, db.deferred());
+COMMIT.
 """
 
 from __future__ import annotations
@@ -20,17 +26,22 @@ import json
 import random
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, transaction
 
-from eventstore import context
+from eventstore import context, db
 from eventstore.models import CommandLog
-from eventstore.store import ConcurrencyConflict
+from eventstore.store import ConcurrencyConflict, is_concurrency_conflict
 
 MAX_ATTEMPTS = 5
-_RETRYABLE_SQLSTATES = {"40001", "40P01"}
-_COMMAND_LOG_PKEY = "command_log_pkey"
+
+_RECORD = """
+INSERT INTO command_log (key, command, arguments_hash, result, recorded_at)
+VALUES (%s, %s, %s, %s::jsonb, now())
+ON CONFLICT (key) DO NOTHING
+RETURNING 1
+"""
 
 
 class IdempotencyKeyReused(Exception):
@@ -43,24 +54,25 @@ class IdempotencyKeyReused(Exception):
         )
 
 
+class _KeyTaken(Exception):
+    """Another transaction recorded this idempotency key first: undo ours, return theirs."""
+
+
 def arguments_hash(command: str, arguments: dict[str, Any]) -> str:
     canonical = json.dumps({"command": command, "arguments": arguments}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def lock_key(aggregate_id: uuid.UUID) -> int:
-    """A signed 64-bit advisory-lock key for one aggregate (the bigint lock space)."""
-    return int.from_bytes(aggregate_id.bytes[:8], "big", signed=True)
-
-
 def _retryable(error: Exception) -> bool:
-    if isinstance(error, ConcurrencyConflict):
-        return True
-    cause = getattr(error, "__cause__", None)
-    if getattr(cause, "sqlstate", None) in _RETRYABLE_SQLSTATES:
-        return True
-    # Two requests with one idempotency key raced: the loser retries and finds the winner's row.
-    return isinstance(error, IntegrityError) and getattr(getattr(cause, "diag", None), "constraint_name", None) == _COMMAND_LOG_PKEY
+    return isinstance(error, ConcurrencyConflict) or is_concurrency_conflict(error)
+
+
+def _recorded(key: str, command: str, digest: str) -> CommandLog | None:
+    """The command already recorded under `key`, if it is this very command."""
+    previous = CommandLog.objects.filter(key=key).first()
+    if previous is not None and (previous.command != command or previous.arguments_hash != digest):
+        raise IdempotencyKeyReused(key, command)
+    return previous
 
 
 def run_command(
@@ -68,39 +80,33 @@ def run_command(
     *,
     arguments: dict[str, Any],
     idempotency_key: str | None,
-    aggregate_ids: Iterable[uuid.UUID],
     handle: Callable[[], tuple[Any, dict]],
     replay: Callable[[dict], Any],
 ) -> Any:
-    """Run `handle` in a transaction with the aggregates locked; return its value.
+    """Run `handle` in a transaction; return its value.
 
     `handle()` loads, decides and appends, and returns (value, result) where
     `result` is a JSON object from which `replay(result)` rebuilds the value for
     a repeated idempotency key.
     """
     digest = arguments_hash(command, arguments)
-    keys = sorted({lock_key(aggregate_id) for aggregate_id in aggregate_ids})
-    lock_sql = "SELECT " + ", ".join(["pg_advisory_xact_lock(%s)"] * len(keys)) if keys else None
     command_id = str(uuid.uuid4())
     correlation = context.current()["correlation_id"]
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            with transaction.atomic(), context.metadata_context(correlation_id=correlation, causation_id=command_id):
-                if lock_sql:
-                    with connection.cursor() as cursor:
-                        cursor.execute(lock_sql, keys)
-                if idempotency_key:
-                    previous = CommandLog.objects.filter(key=idempotency_key).first()
-                    if previous is not None:
-                        if previous.command != command or previous.arguments_hash != digest:
-                            raise IdempotencyKeyReused(idempotency_key, command)
-                        return replay(previous.result)
+            with (
+                transaction.atomic(),
+                context.metadata_context(correlation_id=correlation, causation_id=command_id),
+                db.deferred(),
+            ):
                 value, result = handle()
                 if idempotency_key:
-                    CommandLog.objects.create(
-                        key=idempotency_key, command=command, arguments_hash=digest, result=result
-                    )
+                    recorded = db.fetchone(_RECORD, [idempotency_key, command, digest, json.dumps(result)])
+                    if recorded is None:
+                        raise _KeyTaken
                 return value
+        except _KeyTaken:
+            return replay(_recorded(idempotency_key, command, digest).result)
         except (ConcurrencyConflict, DatabaseError) as error:
             if not _retryable(error):
                 raise
@@ -109,4 +115,10 @@ def run_command(
                     raise
                 raise ConcurrencyConflict(None, None, f"{command} gave up after {attempt} attempts") from error
             time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        except Exception:
+            # A refused repeat must still answer with the first result (say, a
+            # withdrawal that emptied the account, submitted twice).
+            if idempotency_key and (previous := _recorded(idempotency_key, command, digest)) is not None:
+                return replay(previous.result)
+            raise
     raise AssertionError("unreachable")

@@ -7,11 +7,12 @@ whole history gives, which the tests check for every step of random histories.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any, NamedTuple
 
-from django.db import connection
-
-from eventstore.store import COLUMNS, StoredEvent, as_uuid, row_to_event
+from eventstore import db
+from eventstore.store import as_uuid
+from eventstore.upcasting import upcasters
 
 
 class SnapshotState(NamedTuple):
@@ -19,20 +20,9 @@ class SnapshotState(NamedTuple):
     state: dict[str, Any]
 
 
-# One round trip: the usable snapshot (if any) as the first row, then the tail.
-_LOAD = f"""
-WITH snap AS (
-    SELECT version, state FROM snapshots
-     WHERE aggregate_id = %(id)s AND schema_version = %(schema)s AND version <= %(up_to)s
-)
-SELECT NULL::bigint, NULL::uuid, NULL, NULL, state, NULL::jsonb, version, NULL::timestamptz, NULL FROM snap
-UNION ALL
-(SELECT {COLUMNS} FROM events
-  WHERE aggregate_id = %(id)s
-    AND version > COALESCE((SELECT version FROM snap), 0)
-    AND version <= %(up_to)s
-  ORDER BY version)
-"""
+# The snapshot row (event_type NULL) and the tail, after the lock if a key is
+# given: one round trip (the function is in migration 0003).
+_LOAD = "SELECT event_type, payload, version FROM events_load(%s, %s, %s, %s)"
 
 _SAVE = """
 INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at)
@@ -47,26 +37,37 @@ _NO_LIMIT = 2**31 - 1
 
 
 def load_with_snapshot(
-    aggregate_id, *, schema: int, up_to_version: int | None = None
-) -> tuple[SnapshotState | None, list[StoredEvent]]:
-    """The latest snapshot of `schema` at or below `up_to_version`, and the events after it."""
-    params = {"id": as_uuid(aggregate_id), "schema": schema, "up_to": up_to_version or _NO_LIMIT}
+    aggregate_id, *, schema: int, up_to_version: int | None = None, lock: bool = False
+) -> tuple[SnapshotState | None, list[tuple[str, dict]]]:
+    """The latest snapshot of `schema` at or below `up_to_version`, and the (type, data) after it.
+
+    With `lock`, first take the aggregate's writer lock (held to the end of the
+    transaction; see eventstore.commands): the load then sees every write of
+    whoever held it before. A command locking several aggregates must load them
+    in `lock_key` order, so that two such commands cannot deadlock.
+    """
     if up_to_version == 0:
         return None, []
-    with connection.cursor() as cursor:
-        cursor.execute(_LOAD, params)
-        rows = cursor.fetchall()
+    aggregate_id = as_uuid(aggregate_id)
+    rows = db.fetchall(
+        _LOAD, [aggregate_id, schema, up_to_version or _NO_LIMIT, lock_key(aggregate_id) if lock else None]
+    )
     snapshot = None
     if rows and rows[0][0] is None:
-        snapshot = SnapshotState(rows[0][6], json.loads(rows[0][4]))
+        snapshot = SnapshotState(rows[0][2], json.loads(rows[0][1]))
         rows = rows[1:]
-    return snapshot, [row_to_event(row) for row in rows]
+    upcast = upcasters.upcast
+    return snapshot, [(event_type, upcast(event_type, json.loads(data))) for event_type, data, _ in rows]
+
+
+def lock_key(aggregate_id: uuid.UUID) -> int:
+    """The aggregate's advisory-lock key: a signed 64-bit number from its id."""
+    return int.from_bytes(aggregate_id.bytes[:8], "big", signed=True)
 
 
 def save_snapshot(aggregate_id, aggregate_type: str, *, version: int, schema: int, state: dict) -> None:
     """Keep `state` as the aggregate's snapshot unless a newer one of this schema exists."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SAVE, [as_uuid(aggregate_id), aggregate_type, version, schema, json.dumps(state)])
+    db.write(_SAVE, [as_uuid(aggregate_id), aggregate_type, version, schema, json.dumps(state)])
 
 
 def crosses_snapshot_boundary(old_version: int, new_version: int, every: int) -> bool:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Sequence
 
-import psycopg
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 
-from eventstore import context
+from eventstore import context, db
 from eventstore.upcasting import upcasters
 
 UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
@@ -92,12 +90,11 @@ COLUMNS = (
 
 _INSERT = "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) VALUES "
 _ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
-_RETURNING = " RETURNING id, created_at, transaction_id::text"
 
 
 def insert_statement(count: int) -> str:
     """The INSERT for `count` events: one statement, rows inserted (and guarded) in order."""
-    return _INSERT + ", ".join([_ROW] * count) + _RETURNING
+    return _INSERT + ", ".join([_ROW] * count)
 
 
 # Only transactions that have all ended (committed or rolled back) are read, so a
@@ -153,7 +150,8 @@ def _to_json(what: str, value) -> str:
     return text
 
 
-def _is_conflict(error: DatabaseError) -> bool:
+def is_concurrency_conflict(error: Exception) -> bool:
+    """Is this database error a lost race (duplicate version, serialization failure, deadlock)?"""
     cause = error.__cause__
     sqlstate = getattr(cause, "sqlstate", None)
     if sqlstate in _CONFLICT_SQLSTATES:
@@ -172,13 +170,17 @@ class EventStore:
         expected_version: int,
         events: Sequence[NewEvent],
         metadata: dict[str, Any] | None = None,
-    ) -> list[StoredEvent]:
-        """Store `events` as versions expected_version+1.. of the aggregate, all or none.
+    ) -> int:
+        """Store `events` as versions expected_version+1.. of the aggregate; return the new version.
 
-        `metadata` is laid over the current metadata context (see context.py) and
-        stored with every event of the call. Raises ConcurrencyConflict when another
-        writer got there first, InvalidAppend before touching the database when the
-        call is malformed.
+        All or none, in one statement, inside the caller's transaction if there is
+        one (a failure then leaves that transaction to roll back). `metadata` is laid over the current metadata context (see context.py)
+        and stored with every event of the call. Raises InvalidAppend, before
+        anything reaches the database, when the call is malformed, and
+        ConcurrencyConflict when another writer got there first. Inside
+        db.deferred() the insert is held back and sent with the command's other
+        writes: a lost race then surfaces there, as an error that
+        `is_concurrency_conflict` recognises.
         """
         aggregate_id = as_uuid(aggregate_id)
         _check_name("aggregate type", aggregate_type)
@@ -187,55 +189,23 @@ class EventStore:
         events = list(events)
         if not events:
             raise InvalidAppend("append needs at least one event")
-        types, datas, payloads = [], [], []
-        for event in events:
+        params: list[Any] = []
+        metadata_json = None
+        for offset, event in enumerate(events, start=1):
             if not isinstance(event, NewEvent):
                 raise InvalidAppend(f"events must be NewEvent instances, got {type(event).__name__}")
-            types.append(_check_name("event type", event.event_type))
-            datas.append(event.data)
-            payloads.append(_to_json(f"data of {event.event_type}", event.data))
-        stored_metadata = {**context.current(), **(metadata or {})}
-        metadata_json = _to_json("metadata", stored_metadata)
-
-        params: list[Any] = []
-        for offset, (event_type, payload) in enumerate(zip(types, payloads), start=1):
+            event_type = _check_name("event type", event.event_type)
+            payload = _to_json(f"data of {event_type}", event.data)
+            if metadata_json is None:
+                metadata_json = _to_json("metadata", {**context.current(), **(metadata or {})})
             params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset]
         try:
-            rows = self._insert(len(events), params)
+            db.write(insert_statement(len(events)), params)
         except DatabaseError as error:
-            if _is_conflict(error):
+            if is_concurrency_conflict(error):
                 raise ConcurrencyConflict(aggregate_id, expected_version, str(error.__cause__).splitlines()[0]) from error
             raise
-        return [
-            StoredEvent(
-                id=event_id,
-                aggregate_id=aggregate_id,
-                aggregate_type=aggregate_type,
-                event_type=event_type,
-                data=data,
-                metadata=stored_metadata,
-                version=expected_version + offset,
-                created_at=created_at,
-                transaction_id=int(transaction_id),
-            )
-            for offset, (event_type, data, (event_id, created_at, transaction_id)) in enumerate(
-                zip(types, datas, rows), start=1
-            )
-        ]
-
-    @staticmethod
-    def _insert(count: int, params: list[Any]):
-        """Run the insert in the caller's transaction, or as a transaction of its own.
-
-        The insert is one statement, so outside an atomic block autocommit alone
-        makes it all-or-nothing. A server-side-binding cursor on Django's own
-        connection lets PostgreSQL keep it prepared: it is the hot path of every command.
-        """
-        with transaction.atomic(savepoint=False) if connection.in_atomic_block else nullcontext():
-            with connection.wrap_database_errors:
-                connection.ensure_connection()
-                with psycopg.Cursor(connection.connection) as cursor:
-                    return cursor.execute(insert_statement(count), params).fetchall()
+        return expected_version + len(events)
 
     def load(
         self,

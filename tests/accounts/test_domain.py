@@ -34,7 +34,8 @@ def test_events_round_trip_through_their_payload_with_a_schema_version(event):
 
 def test_replay_folds_events_and_commands_do_not_mutate():
     account_id = uuid.uuid4()
-    account = BankAccount.from_events(account_id, BankAccount.open(account_id, owner="Ada", currency="eur", initial_deposit=10))
+    opened = BankAccount.open(account_id, owner="Ada", currency="eur", initial_deposit=10)
+    account = BankAccount.from_events(account_id, [(e.event_type, e.to_data()) for e in opened])
     events = account.deposit(amount=5, source="cash")
     assert (account.balance, account.version, account.currency) == (10, 1, "EUR")
     after = account.with_events(events)

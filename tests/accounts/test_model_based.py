@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from accounts import domain, services
-from accounts.domain import BankAccount, event_from_data
+from accounts.domain import BankAccount
 from accounts.models import Account
 from eventstore.store import EventStore
 
@@ -150,9 +150,7 @@ class Bank(RuleBasedStateMachine):
         rows = {row.account_id: row for row in Account.objects.filter(account_id__in=list(self.model))}
         for account_id, expected in self.model.items():
             loaded = services.get_account(account_id)
-            full = BankAccount.from_events(
-                account_id, [event_from_data(e.event_type, e.data) for e in store.load(account_id)]
-            )
+            full = BankAccount.from_events(account_id, [(e.event_type, e.data) for e in store.load(account_id)])
             assert loaded == full
             assert (loaded.balance, loaded.status, loaded.currency) == (expected.balance, expected.status, expected.currency)
             row = rows[account_id]

@@ -65,7 +65,8 @@ def test_orm_reads_what_the_store_appended(store):
     from tests.conftest import new_events, new_id
 
     aggregate = new_id()
-    stored = store.append(aggregate, "Thing", 0, new_events("Made", "Painted", colour="red"))
+    assert store.append(aggregate, "Thing", 0, new_events("Made", "Painted", colour="red")) == 2
+    stored = store.load(aggregate)
     rows = list(Event.objects.filter(aggregate_id=aggregate))
     assert [(e.id, e.version, e.event_type, e.event_data) for e in rows] == [
         (s.id, s.version, s.event_type, s.data) for s in stored

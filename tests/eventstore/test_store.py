@@ -18,17 +18,19 @@ def versions(store, aggregate):
     return [event.version for event in store.load(aggregate)]
 
 
-def test_append_numbers_events_after_the_expected_version(store):
+def test_append_numbers_events_after_the_expected_version_and_returns_the_new_one(store):
     aggregate = new_id()
-    first = store.append(aggregate, "Thing", 0, [NewEvent("Made", {"n": 1})])
-    more = store.append(str(aggregate), "Thing", 1, [NewEvent("Painted", {"n": 2}), NewEvent("Sold", {"n": 3})])
-    assert [e.version for e in first + more] == [1, 2, 3]
-    assert [(e.event_type, e.data) for e in store.load(aggregate)] == [
-        ("Made", {"n": 1}),
-        ("Painted", {"n": 2}),
-        ("Sold", {"n": 3}),
+    assert store.append(aggregate, "Thing", 0, [NewEvent("Made", {"n": 1})]) == 1
+    assert store.append(str(aggregate), "Thing", 1, [NewEvent("Painted", {"n": 2}), NewEvent("Sold", {"n": 3})]) == 3
+    loaded = store.load(aggregate)
+    assert [(e.version, e.event_type, e.data) for e in loaded] == [
+        (1, "Made", {"n": 1}),
+        (2, "Painted", {"n": 2}),
+        (3, "Sold", {"n": 3}),
     ]
-    assert store.load(aggregate) == first + more
+    assert [e.aggregate_id for e in loaded] == [aggregate] * 3
+    assert loaded[0].id < loaded[1].id < loaded[2].id
+    assert loaded[1].transaction_id == loaded[2].transaction_id  # one call, one transaction
 
 
 def test_append_writes_all_events_in_one_round_trip(store, round_trips):
