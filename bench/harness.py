@@ -28,6 +28,12 @@ def bench_database():
         params = connection.get_connection_params()
         yield {k: params[k] for k in ("dbname", "user", "password", "host", "port") if params.get(k)}
     finally:
+        connection.close()
+        with connection._nodb_cursor() as cursor:  # a benchmark that failed may leave sessions behind
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [BENCH_DATABASE],
+            )
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
 

@@ -1,0 +1,104 @@
+"""Replaying an account: services.get_account against a raw psycopg fetch-and-fold.
+
+Accounts of 10,000 and 100,000 events (an opening and deposits, written with
+one INSERT ... SELECT). Without snapshots, get_account folds the whole history:
+target at most 1.5 times the time raw psycopg takes to fetch and fold the same
+rows. With a snapshot (taken as a command would, at the last multiple of
+EVENTSTORE_SNAPSHOT_EVERY), target under 5 ms and flat as history grows.
+"""
+
+import json
+import statistics
+import time
+import uuid
+
+import psycopg
+
+from bench.harness import report
+
+SIZES = (10_000, 100_000)
+REPEATS = 5
+RATIO_TARGET = 1.5
+SNAPSHOT_TARGET_MS = 5.0
+
+HISTORY = """
+INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version)
+SELECT %(id)s, 'BankAccount', 'Opened', %(opened)s::jsonb, '{}'::jsonb, 1
+UNION ALL
+SELECT %(id)s, 'BankAccount', 'Deposited',
+       jsonb_build_object('amount', n, 'source', 'bench', 'schema_version', 2), '{}'::jsonb, n
+  FROM generate_series(2, %(size)s) AS n
+"""
+RAW_FOLD = "SELECT event_type, event_data FROM events WHERE aggregate_id = %s ORDER BY version"
+
+
+def make_history(conn, size: int) -> uuid.UUID:
+    account_id = uuid.uuid4()
+    opened = {"account_id": str(account_id), "owner": "Bench", "currency": "EUR", "initial_balance": 0, "schema_version": 2}
+    with conn.transaction():
+        conn.execute(HISTORY, {"id": account_id, "opened": json.dumps(opened), "size": size})
+    return account_id
+
+
+def raw_fold(conn, account_id):
+    balance = 0
+    for event_type, data in conn.execute(RAW_FOLD, [account_id]):
+        if event_type == "Opened":
+            balance = data["initial_balance"]
+        elif event_type == "Deposited":
+            balance += data["amount"]
+    return balance
+
+
+def timed(call, repeats=REPEATS):
+    results, seconds = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        results.append(call())
+        seconds.append(time.perf_counter() - started)
+    assert all(result == results[0] for result in results), "every replay must give the same answer"
+    return statistics.median(seconds), results[0]
+
+
+def run(conninfo) -> bool:
+    from django.conf import settings
+
+    from accounts import services
+    from accounts.domain import AGGREGATE_TYPE, STATE_SCHEMA
+    from eventstore.models import Snapshot
+    from eventstore.snapshots import save_snapshot
+
+    raw = psycopg.connect(**conninfo, autocommit=True)
+    rows, met = [], True
+    with_snapshot_ms = []
+    for size in SIZES:
+        account_id = make_history(raw, size)
+        raw_seconds, raw_balance = timed(lambda: raw_fold(raw, account_id))
+        full_seconds, account = timed(lambda: services.get_account(account_id), repeats=REPEATS)
+        assert account.balance == raw_balance and account.version == size
+
+        every = settings.EVENTSTORE_SNAPSHOT_EVERY
+        at = services.get_account(account_id, version=size - size % every - every)
+        save_snapshot(account_id, AGGREGATE_TYPE, version=at.version, schema=STATE_SCHEMA, state=at.to_snapshot())
+        snap_seconds, snapped = timed(lambda: services.get_account(account_id), repeats=REPEATS * 4)
+        assert snapped == account
+        Snapshot.objects.filter(aggregate_id=account_id).delete()
+
+        ratio = full_seconds / raw_seconds
+        met &= ratio <= RATIO_TARGET and snap_seconds * 1000 < SNAPSHOT_TARGET_MS
+        with_snapshot_ms.append(snap_seconds * 1000)
+        rows += [
+            (f"{size:,} events: raw psycopg fetch + fold", raw_seconds * 1000, "ms"),
+            (f"{size:,} events: get_account, no snapshot", full_seconds * 1000, "ms"),
+            (f"{size:,} events: ratio", ratio, "PASS" if ratio <= RATIO_TARGET else "FAIL"),
+            (f"{size:,} events: get_account, snapshot + {every} tail", snap_seconds * 1000,
+             "ms " + ("PASS" if snap_seconds * 1000 < SNAPSHOT_TARGET_MS else "FAIL")),
+        ]  # fmt: skip
+    raw.close()
+    rows.append(("snapshot load, largest / smallest history", with_snapshot_ms[-1] / with_snapshot_ms[0], "x"))
+    report(
+        "replay: one account, median of repeated loads",
+        rows,
+        target=f"no-snapshot ratio <= {RATIO_TARGET}; with snapshot < {SNAPSHOT_TARGET_MS} ms and flat",
+    )
+    return met
