@@ -84,3 +84,54 @@ def test_the_same_deposit_submitted_concurrently_with_one_key_stores_one_event()
     assert len(results) == 8
     assert all(r == results[0] for r in results)
     assert (results[0].balance, results[0].version) == (1234, 2)
+
+
+def competing_deposit(raw_connect, account_id):
+    """Append the account's next event from outside, bypassing the writer lock."""
+    conn = raw_connect(autocommit=True)
+    version = conn.execute("SELECT max(version) FROM events WHERE aggregate_id = %s", [account_id]).fetchone()[0]
+    conn.execute(
+        "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) "
+        "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"source\": \"outside\", \"schema_version\": 2}', '{}', %s)",
+        [account_id, version + 1],
+    )
+
+
+def test_a_lost_race_is_retried_against_the_new_state(monkeypatch, raw_connect):
+    account = AccountFactory(initial_deposit=100)
+    original = services._existing_locked
+    calls = []
+
+    def load_then_lose_the_race(account_id):
+        loaded = original(account_id)
+        calls.append(loaded.version)
+        if len(calls) == 1:
+            competing_deposit(raw_connect, account_id)
+        return loaded
+
+    monkeypatch.setattr(services, "_existing_locked", load_then_lose_the_race)
+    after = services.withdraw(account_id=account.account_id, amount=50, reason="cash")
+    assert calls == [1, 2]
+    assert (after.balance, after.version) == (51, 3)
+    assert [e.event_type for e in store.load(account.account_id)] == ["Opened", "Deposited", "Withdrawn"]
+
+
+def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatch, raw_connect):
+    from eventstore.commands import MAX_ATTEMPTS
+    from eventstore.store import ConcurrencyConflict
+
+    account = AccountFactory(initial_deposit=100)
+    original = services._existing_locked
+    attempts = []
+
+    def always_lose(account_id):
+        loaded = original(account_id)
+        attempts.append(loaded.version)
+        competing_deposit(raw_connect, account_id)
+        return loaded
+
+    monkeypatch.setattr(services, "_existing_locked", always_lose)
+    with pytest.raises(ConcurrencyConflict):
+        services.withdraw(account_id=account.account_id, amount=5, reason="never lands")
+    assert len(attempts) == MAX_ATTEMPTS
+    assert not any(e.event_type == "Withdrawn" for e in store.load(account.account_id))
