@@ -6,8 +6,10 @@ class AccountsConfig(AppConfig):
     verbose_name = "Bank accounts"
 
     def ready(self):
-        from accounts.domain import UPCASTERS
+        from accounts.domain import AGGREGATE_TYPE, EVENT_TYPES, UPCASTERS
+        from eventstore.registry import register_aggregate
         from eventstore.upcasting import upcasters
 
         for (event_type, from_schema), step in UPCASTERS.items():
             upcasters.register(event_type, from_schema, step)
+        register_aggregate(AGGREGATE_TYPE, types=EVENT_TYPES, url_name="accounts:detail")

@@ -25,6 +25,17 @@ class Account(models.Model):
     class Meta:
         db_table = "account_read_model"
         ordering = ["-opened_at", "account_id"]
+        # Nobody adds, changes or deletes read-model rows by hand: only commands.
+        default_permissions = ("view",)
+        permissions = [
+            ("open_account", "Can open accounts"),
+            ("deposit", "Can deposit"),
+            ("withdraw", "Can withdraw"),
+            ("transfer", "Can transfer between accounts"),
+            ("freeze_account", "Can freeze accounts"),
+            ("unfreeze_account", "Can unfreeze accounts"),
+            ("close_account", "Can close accounts"),
+        ]
         indexes = [
             models.Index(fields=["status", "-opened_at"], name="account_status_opened"),
             models.Index(fields=["owner"], name="account_owner"),

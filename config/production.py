@@ -5,7 +5,7 @@ must come from the environment; there is no default for either.
 """
 
 from config.settings import *  # noqa: F403
-from config.settings import env
+from config.settings import STORAGES, env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
@@ -20,3 +20,6 @@ SESSION_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+
+# Hashed, compressed files served by whitenoise: run `manage.py collectstatic` at deploy.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}

@@ -5,6 +5,7 @@ selectors and tests read the very table the migration made, constraints included
 Writes go through eventstore.store.EventStore only.
 """
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
 
@@ -35,6 +36,7 @@ class Event(models.Model):
     class Meta:
         managed = False
         db_table = "events"
+        default_permissions = ("view",)
         ordering = ["aggregate_id", "version"]
         constraints = [
             models.UniqueConstraint(
@@ -44,6 +46,9 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["aggregate_id", "version"], name="idx_events_aggregate"),
             models.Index(fields=["transaction_id", "id"], name="idx_events_position"),
+            GinIndex(fields=["metadata"], opclasses=["jsonb_path_ops"], name="idx_events_metadata"),
+            models.Index(fields=["event_type", "id"], name="idx_events_type"),
+            models.Index(fields=["created_at"], name="idx_events_created"),
         ]
 
     def __str__(self):
@@ -66,6 +71,7 @@ class Snapshot(models.Model):
 
     class Meta:
         db_table = "snapshots"
+        default_permissions = ("view",)
 
     def __str__(self):
         return f"{self.aggregate_type} {self.aggregate_id} at v{self.version}"
@@ -86,6 +92,7 @@ class CommandLog(models.Model):
 
     class Meta:
         db_table = "command_log"
+        default_permissions = ("view",)
         verbose_name = "command log entry"
         verbose_name_plural = "command log"
 

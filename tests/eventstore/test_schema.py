@@ -49,6 +49,7 @@ def test_unique_key_and_indexes_are_those_the_model_declares():
     for index in Event._meta.indexes:
         assert constraints[index.name]["index"]
         assert constraints[index.name]["columns"] == list(index.fields)
+    assert constraints["idx_events_metadata"]["type"] == "gin"
 
 
 def test_guards_are_installed_as_triggers():

@@ -1,0 +1,89 @@
+"""The account read model in the admin: read-only, with freeze and unfreeze actions.
+
+The actions ask for a reason on a confirmation page, then run the services one
+account at a time and report each account's outcome: the admin never writes a
+read-model row itself.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
+
+from accounts import services
+from accounts.domain import DomainError, MAX_TEXT_LENGTH
+from accounts.models import Account
+from accounts.money import format_money
+from eventstore.admin import ReadOnlyAdmin
+from eventstore.context import metadata_context
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=MAX_TEXT_LENGTH, strip=True, widget=forms.TextInput(attrs={"size": 60}))
+
+
+def _status_action(request, queryset, *, command, verb, permission, title):
+    if not request.user.has_perm(permission):
+        messages.error(request, f"Your role does not allow you to {verb} accounts. Nothing was done.")
+        return None
+    form = ReasonForm(request.POST if "confirm" in request.POST else None)
+    if form.is_valid():
+        reason = form.cleaned_data["reason"]
+        with metadata_context(causation_id=f"admin:{verb}"):
+            for account in queryset:
+                try:
+                    command(account_id=account.account_id, reason=reason)
+                except DomainError as error:
+                    messages.warning(request, f"{account.owner} ({account.account_id}): not {verb}d — {error}")
+                else:
+                    messages.success(request, f"{account.owner} ({account.account_id}): {verb}d.")
+        return None
+    return TemplateResponse(
+        request,
+        "admin/accounts/account/status_change.html",
+        {
+            **admin.site.each_context(request),
+            "title": title,
+            "verb": verb,
+            "action": request.POST.get("action"),
+            "accounts": queryset,
+            "form": form,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "opts": Account._meta,
+        },
+    )
+
+
+@admin.action(description="Freeze the selected accounts…", permissions=["view"])
+def freeze_accounts(modeladmin, request, queryset):
+    return _status_action(
+        request, queryset, command=services.freeze, verb="freeze",
+        permission="accounts.freeze_account", title="Freeze accounts",
+    )  # fmt: skip
+
+
+@admin.action(description="Unfreeze the selected accounts…", permissions=["view"])
+def unfreeze_accounts(modeladmin, request, queryset):
+    return _status_action(
+        request, queryset, command=services.unfreeze, verb="unfreeze",
+        permission="accounts.unfreeze_account", title="Unfreeze accounts",
+    )  # fmt: skip
+
+
+@admin.register(Account)
+class AccountAdmin(ReadOnlyAdmin):
+    list_display = ["owner", "account_id", "currency", "formatted_balance", "status", "version", "last_activity_at"]
+    list_filter = ["status", "currency"]
+    search_fields = ["owner", "=account_id"]
+    ordering = ["-opened_at"]
+    actions = [freeze_accounts, unfreeze_accounts]
+    readonly_fields = [f.name for f in Account._meta.fields]
+
+    @admin.display(description="balance", ordering="balance")
+    def formatted_balance(self, account):
+        return format_money(account.balance, account.currency)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions

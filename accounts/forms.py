@@ -1,0 +1,115 @@
+"""Staff forms. They turn typed text into service arguments; the rules stay in the domain.
+
+Every command form carries an idempotency key made when the page is rendered (a
+double click or a resubmitted POST then stores one event) and the account
+version the member of staff was looking at (to tell them if it moved).
+"""
+
+import uuid
+
+from django import forms
+from django.conf import settings
+
+from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH
+from accounts.money import AmountError, decimals, to_minor_units
+
+
+class CommandForm(forms.Form):
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("initial", {}).setdefault("idempotency_key", str(uuid.uuid4()))
+        super().__init__(*args, **kwargs)
+
+
+class AccountCommandForm(CommandForm):
+    """A command on one account, of a known currency, at a known version."""
+
+    expected_version = forms.IntegerField(widget=forms.HiddenInput, min_value=0, max_value=2**31 - 1)
+
+    def __init__(self, *args, account, **kwargs):
+        self.account = account
+        kwargs.setdefault("initial", {}).setdefault("expected_version", account.version)
+        super().__init__(*args, **kwargs)
+        if "amount" in self.fields:
+            places = decimals(account.currency)
+            self.fields["amount"].help_text = f"In {account.currency}, up to {places} decimal places."
+            self.fields["amount"].widget.attrs.update(
+                {"inputmode": "decimal", "placeholder": "0." + "0" * places if places else "0", "autocomplete": "off"}
+            )
+
+    def clean_amount(self):
+        try:
+            return to_minor_units(
+                self.cleaned_data["amount"], self.account.currency, ceiling=settings.ACCOUNT_AMOUNT_CEILING
+            )
+        except AmountError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+def _text(label, max_length=MAX_TEXT_LENGTH, **kwargs):
+    return forms.CharField(label=label, max_length=max_length, strip=True, **kwargs)
+
+
+class DepositForm(AccountCommandForm):
+    amount = forms.CharField(max_length=40)
+    source = _text("Source", help_text="Where the money comes from: cash, cheque, salary…")
+
+
+class WithdrawForm(AccountCommandForm):
+    amount = forms.CharField(max_length=40)
+    reason = _text("Reason")
+
+
+class TransferForm(AccountCommandForm):
+    to_account = forms.UUIDField(label="To account", help_text="The receiving account's id.")
+    amount = forms.CharField(max_length=40)
+    reference = _text("Reference")
+
+
+class ReasonForm(AccountCommandForm):
+    reason = _text("Reason")
+
+
+class OpenAccountForm(CommandForm):
+    owner = _text("Owner", max_length=MAX_OWNER_LENGTH)
+    currency = forms.ChoiceField(choices=[(code, code) for code in sorted(CURRENCIES)])
+    initial_deposit = forms.CharField(label="Opening deposit", max_length=40, initial="0")
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("initial", {}).setdefault("currency", settings.DEFAULT_CURRENCY)
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "initial_deposit" in cleaned and "currency" in cleaned:
+            try:
+                cleaned["initial_deposit"] = to_minor_units(
+                    cleaned["initial_deposit"], cleaned["currency"],
+                    ceiling=settings.ACCOUNT_AMOUNT_CEILING, allow_zero=True,
+                )  # fmt: skip
+            except AmountError as error:
+                self.add_error("initial_deposit", str(error))
+        return cleaned
+
+
+class AsOfForm(forms.Form):
+    """The past-view picker: a moment, or a version."""
+
+    as_of = forms.DateTimeField(
+        required=False, label="As of", widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1})
+    )
+    version = forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
+
+
+class AuditFilterForm(forms.Form):
+    event_type = forms.ChoiceField(required=False, choices=[])
+    actor = forms.CharField(required=False, max_length=150)
+    account = forms.UUIDField(required=False)
+    correlation_id = forms.CharField(required=False, max_length=100)
+    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+
+    def __init__(self, *args, event_types=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["event_type"].choices = [("", "Any type")] + [(t, t) for t in event_types]

@@ -1,0 +1,16 @@
+"""The bank's roles: Django groups and the permissions each one holds.
+
+Every view and command checks a permission, never a group name, so a bank can
+reshape its roles in the admin without touching code.
+"""
+
+READ = [
+    "accounts.view_account",
+    "eventstore.view_event",
+    "eventstore.view_snapshot",
+    "eventstore.view_commandlog",
+]
+TELLER = READ + ["accounts.open_account", "accounts.deposit", "accounts.withdraw", "accounts.transfer"]
+SUPERVISOR = TELLER + ["accounts.freeze_account", "accounts.unfreeze_account", "accounts.close_account"]
+
+ROLES = {"teller": TELLER, "supervisor": SUPERVISOR, "auditor": READ}

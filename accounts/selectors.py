@@ -1,0 +1,177 @@
+"""Read queries for the pages: read models for lists, the event log for history.
+
+Nothing here counts a whole table: lists fetch one row more than a page to know
+whether another page follows, and long lists page by keyset (an id or version to
+continue before), so the thousandth page costs what the first does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+
+from accounts import services
+from accounts.domain import BankAccount
+from accounts.models import Account
+from eventstore.models import Event
+from eventstore.upcasting import upcasters
+
+PAGE_SIZE = 25
+CHART_EVENTS = 200
+
+
+@dataclass
+class Page:
+    items: list
+    has_next: bool
+    next_cursor: Any = None
+
+
+def _page(rows: list, size: int, cursor_of) -> Page:
+    has_next = len(rows) > size
+    rows = rows[:size]
+    return Page(rows, has_next, cursor_of(rows[-1]) if has_next and rows else None)
+
+
+# --- dashboard --------------------------------------------------------------------
+
+
+def status_counts() -> dict[str, int]:
+    return dict(Account.objects.order_by().values_list("status").annotate(n=Count("account_id")))
+
+
+def totals_by_currency() -> list[dict]:
+    return list(
+        Account.objects.order_by("currency")
+        .values("currency")
+        .annotate(total=Sum("balance"), accounts=Count("account_id"))
+    )
+
+
+def accounts_by_id(account_ids) -> dict[uuid.UUID, Account]:
+    """Read-model rows for the accounts a list of events mentions (owner, currency)."""
+    return {row.account_id: row for row in Account.objects.filter(account_id__in=set(account_ids))}
+
+
+def latest_events(limit: int = 15) -> list[Event]:
+    return list(Event.objects.order_by("-id")[:limit])
+
+
+# --- accounts ---------------------------------------------------------------------
+
+
+def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: int = PAGE_SIZE) -> Page:
+    accounts = Account.objects.all()
+    query = query.strip()
+    if query:
+        try:
+            accounts = accounts.filter(Q(account_id=uuid.UUID(query)) | Q(owner__icontains=query))
+        except ValueError:
+            accounts = accounts.filter(owner__icontains=query)
+    if status:
+        accounts = accounts.filter(status=status)
+    start = (page - 1) * size
+    return _page(list(accounts[start : start + size + 1]), size, lambda row: page + 1)
+
+
+# --- one account ------------------------------------------------------------------
+
+
+@dataclass
+class HistoryEntry:
+    event: Event
+    data: dict
+    balance_after: int | None = None
+
+
+def account_history(account_id, *, up_to_version: int | None = None, before_version: int | None = None,
+                    size: int = PAGE_SIZE) -> Page:  # fmt: skip
+    """The account's events, newest first, one page before `before_version`."""
+    events = Event.objects.filter(aggregate_id=account_id).order_by("-version")
+    if up_to_version is not None:
+        events = events.filter(version__lte=up_to_version)
+    if before_version is not None:
+        events = events.filter(version__lt=before_version)
+    rows = [HistoryEntry(e, upcasters.upcast(e.event_type, e.event_data)) for e in events[: size + 1]]
+    return _page(rows, size, lambda entry: entry.event.version)
+
+
+def version_at(account_id, moment: datetime) -> int:
+    last = Event.objects.filter(aggregate_id=account_id, created_at__lte=moment).order_by("-version").first()
+    return last.version if last else 0
+
+
+@dataclass
+class ChartPoint:
+    version: int
+    at: datetime
+    balance: int
+    event_type: str
+
+
+def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[ChartPoint]:
+    """The balance after each of the account's last `limit` events, up to its version."""
+    first = max(1, account.version - limit + 1)
+    start = services.get_account(account.account_id, version=first - 1) if first > 1 else None
+    balance = start.balance if start else 0
+    events = Event.objects.filter(
+        aggregate_id=account.account_id, version__gte=first, version__lte=account.version
+    ).order_by("version")
+    points = []
+    for event in events.only("version", "created_at", "event_type", "event_data"):
+        data = upcasters.upcast(event.event_type, event.event_data)
+        if event.event_type == "Opened":
+            balance = data["initial_balance"]
+        elif event.event_type in ("Deposited", "TransferReceived"):
+            balance += data["amount"]
+        elif event.event_type in ("Withdrawn", "TransferSent"):
+            balance -= data["amount"]
+        points.append(ChartPoint(event.version, event.created_at, balance, event.event_type))
+    return points
+
+
+def events_between(account_id, after_version: int, up_to_version: int) -> list[HistoryEntry]:
+    events = Event.objects.filter(aggregate_id=account_id, version__gt=after_version, version__lte=up_to_version)
+    return [HistoryEntry(e, upcasters.upcast(e.event_type, e.event_data)) for e in events.order_by("version")]
+
+
+# --- audit log --------------------------------------------------------------------
+
+
+@dataclass
+class AuditFilters:
+    event_type: str = ""
+    actor: str = ""
+    account: uuid.UUID | None = None
+    correlation_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def audit_events(filters: AuditFilters):
+    """Every event matching the filters, newest first (a queryset, for pages and CSV)."""
+    events = Event.objects.order_by("-id")
+    if filters.event_type:
+        events = events.filter(event_type=filters.event_type)
+    if filters.actor:
+        events = events.filter(metadata__contains={"actor": filters.actor})
+    if filters.account:
+        events = events.filter(aggregate_id=filters.account)
+    if filters.correlation_id:
+        events = events.filter(metadata__contains={"correlation_id": filters.correlation_id})
+    if filters.since:
+        events = events.filter(created_at__gte=filters.since)
+    if filters.until:
+        events = events.filter(created_at__lte=filters.until)
+    return events
+
+
+def audit_page(filters: AuditFilters, *, before_id: int | None = None, size: int = PAGE_SIZE * 2) -> Page:
+    events = audit_events(filters)
+    if before_id is not None:
+        events = events.filter(id__lt=before_id)
+    return _page(list(events[: size + 1]), size, lambda event: event.id)
