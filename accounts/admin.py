@@ -22,7 +22,7 @@ class ReasonForm(forms.Form):
     reason = forms.CharField(max_length=MAX_TEXT_LENGTH, strip=True, widget=forms.TextInput(attrs={"size": 60}))
 
 
-def _status_action(request, queryset, *, command, verb, permission, title):
+def _status_action(request, queryset, *, command, verb, done, permission, title):
     if not request.user.has_perm(permission):
         messages.error(request, f"Your role does not allow you to {verb} accounts. Nothing was done.")
         return None
@@ -34,9 +34,9 @@ def _status_action(request, queryset, *, command, verb, permission, title):
                 try:
                     command(account_id=account.account_id, reason=reason)
                 except DomainError as error:
-                    messages.warning(request, f"{account.owner} ({account.account_id}): not {verb}d — {error}")
+                    messages.warning(request, f"{account.owner} ({account.account_id}): not {done} — {error}")
                 else:
-                    messages.success(request, f"{account.owner} ({account.account_id}): {verb}d.")
+                    messages.success(request, f"{account.owner} ({account.account_id}): {done}.")
         return None
     return TemplateResponse(
         request,
@@ -57,7 +57,7 @@ def _status_action(request, queryset, *, command, verb, permission, title):
 @admin.action(description="Freeze the selected accounts…", permissions=["view"])
 def freeze_accounts(modeladmin, request, queryset):
     return _status_action(
-        request, queryset, command=services.freeze, verb="freeze",
+        request, queryset, command=services.freeze, verb="freeze", done="frozen",
         permission="accounts.freeze_account", title="Freeze accounts",
     )  # fmt: skip
 
@@ -65,7 +65,7 @@ def freeze_accounts(modeladmin, request, queryset):
 @admin.action(description="Unfreeze the selected accounts…", permissions=["view"])
 def unfreeze_accounts(modeladmin, request, queryset):
     return _status_action(
-        request, queryset, command=services.unfreeze, verb="unfreeze",
+        request, queryset, command=services.unfreeze, verb="unfreeze", done="unfrozen",
         permission="accounts.unfreeze_account", title="Unfreeze accounts",
     )  # fmt: skip
 

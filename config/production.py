@@ -22,4 +22,6 @@ CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
 
 # Hashed, compressed files served by whitenoise: run `manage.py collectstatic` at deploy.
+STATIC_ROOT = BASE_DIR / "staticfiles"  # noqa: F405
+WHITENOISE_USE_FINDERS = False
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}}

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts import services
 from accounts.domain import DomainError
+from accounts.roles import ensure_roles
 from eventstore.context import metadata_context, system_actor
 from eventstore.models import CommandLog
 
@@ -45,6 +46,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {role:<11} user {username:<11} password {password}")
 
     def _users(self):
+        ensure_roles()
         for username, (password, role) in DEMO_USERS.items():
             user, created = User.objects.get_or_create(username=username, defaults={"is_staff": True})
             if created:

@@ -1,0 +1,33 @@
+"""seed_demo makes a demo bank once; running it again changes nothing."""
+
+import io
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
+
+from accounts.models import Account
+from eventstore.models import Event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_is_idempotent_and_prints_a_login_per_role():
+    out = io.StringIO()
+    call_command("seed_demo", accounts=6, stdout=out)
+    events, accounts = Event.objects.count(), Account.objects.count()
+    assert accounts >= 6 and events > accounts
+    for role in ("teller", "supervisor", "auditor"):
+        assert f"user {role}" in out.getvalue()
+        user = authenticate(username=role, password=f"{role}-demo-2026")
+        assert user is not None and user.groups.filter(name=role).exists()
+
+    again = io.StringIO()
+    call_command("seed_demo", accounts=6, stdout=again)
+    assert "already present" in again.getvalue()
+    assert (Event.objects.count(), Account.objects.count()) == (events, accounts)
+
+
+def test_seed_demo_refuses_a_silly_size():
+    with pytest.raises(CommandError, match="between 1 and 100000"):
+        call_command("seed_demo", accounts=0)
