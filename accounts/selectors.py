@@ -14,7 +14,6 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from accounts import services
 from accounts.domain import BankAccount
 from accounts.models import Account
 from eventstore.models import Event
@@ -114,23 +113,25 @@ class ChartPoint:
 
 
 def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[ChartPoint]:
-    """The balance after each of the account's last `limit` events, up to its version."""
-    first = max(1, account.version - limit + 1)
-    start = services.get_account(account.account_id, version=first - 1) if first > 1 else None
-    balance = start.balance if start else 0
-    events = Event.objects.filter(
-        aggregate_id=account.account_id, version__gte=first, version__lte=account.version
-    ).order_by("version")
-    points = []
-    for event in events.only("version", "created_at", "event_type", "event_data"):
-        data = upcasters.upcast(event.event_type, event.event_data)
-        if event.event_type == "Opened":
-            balance = data["initial_balance"]
-        elif event.event_type in ("Deposited", "TransferReceived"):
-            balance += data["amount"]
-        elif event.event_type in ("Withdrawn", "TransferSent"):
-            balance -= data["amount"]
+    """The balance after each of the account's last `limit` events, up to its version.
+
+    Worked backwards from the account's balance, so no older state is loaded:
+    the chart costs one indexed range read whatever the length of the history.
+    """
+    events = list(
+        Event.objects.filter(aggregate_id=account.account_id, version__lte=account.version)
+        .order_by("-version")
+        .only("version", "created_at", "event_type", "event_data")[:limit]
+    )
+    balance, points = account.balance, []
+    for event in events:
         points.append(ChartPoint(event.version, event.created_at, balance, event.event_type))
+        data = upcasters.upcast(event.event_type, event.event_data)
+        if event.event_type in ("Deposited", "TransferReceived"):
+            balance -= data["amount"]
+        elif event.event_type in ("Withdrawn", "TransferSent"):
+            balance += data["amount"]
+    points.reverse()
     return points
 
 

@@ -9,7 +9,7 @@ import sys
 
 from bench.harness import bench_database
 
-BENCHMARKS = ["append", "commands", "workers", "replay"]
+BENCHMARKS = ["append", "commands", "workers", "replay", "pages"]
 
 
 def main(names):

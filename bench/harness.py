@@ -20,7 +20,10 @@ def bench_database():
     """Create a fresh, migrated bench database, yield libpq connection kwargs, drop it."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()
+    from django.conf import settings
     from django.db import connection
+
+    settings.DEBUG = False  # as in production: no query log kept in memory
 
     connection.settings_dict["TEST"]["NAME"] = BENCH_DATABASE
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)

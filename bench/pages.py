@@ -1,0 +1,115 @@
+"""Staff pages on a big bank: server time through Django's test client.
+
+1,000,000 events: one account holding 100,000 of them, and 9,000 accounts of
+100 events each, written with INSERT ... SELECT (valid histories: an opening,
+then deposits). The 100,000-event account gets the snapshot its commands would
+have taken. Measured, median of several requests each: the account page, the
+audit log's first page and a deep page, and the admin event list. Target: each
+under 150 ms. (Pages have no raw-psycopg counterpart: the target is absolute.)
+"""
+
+import statistics
+import time
+import uuid
+
+import psycopg
+
+from bench.harness import report
+
+BIG_ACCOUNT_EVENTS = 100_000
+SMALL_ACCOUNTS, SMALL_ACCOUNT_EVENTS = 9_000, 100
+REQUESTS = 7
+TARGET_MS = 150.0
+
+EVENTS = """
+INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version)
+SELECT a.id, 'BankAccount',
+       CASE WHEN n = 1 THEN 'Opened' ELSE 'Deposited' END,
+       CASE WHEN n = 1
+            THEN jsonb_build_object('account_id', a.id, 'owner', a.owner, 'currency', 'EUR',
+                                    'initial_balance', 0, 'schema_version', 2)
+            ELSE jsonb_build_object('amount', 100 + n %% 900, 'source', 'salary', 'schema_version', 2) END,
+       jsonb_build_object('actor', 'bench', 'correlation_id', gen_random_uuid()::text, 'source', 'salary'),
+       n
+  FROM (SELECT %(id)s::uuid AS id, %(owner)s AS owner) AS a, generate_series(1, %(events)s) AS n
+ ORDER BY n
+"""
+SMALL = """
+INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version)
+SELECT a.id, 'BankAccount',
+       CASE WHEN n = 1 THEN 'Opened' ELSE 'Deposited' END,
+       CASE WHEN n = 1
+            THEN jsonb_build_object('account_id', a.id, 'owner', 'Owner ' || a.k, 'currency', 'EUR',
+                                    'initial_balance', 0, 'schema_version', 2)
+            ELSE jsonb_build_object('amount', 100 + n, 'source', 'salary', 'schema_version', 2) END,
+       jsonb_build_object('actor', 'teller' || (a.k %% 7), 'correlation_id', gen_random_uuid()::text),
+       n
+  FROM (SELECT k, gen_random_uuid() AS id FROM generate_series(1, %(accounts)s) AS k) AS a,
+       generate_series(1, %(events)s) AS n
+ ORDER BY a.k, n
+"""
+# The bench fills the read model the way a projection rebuild would: from the events.
+READ_MODEL = """
+INSERT INTO account_read_model (account_id, owner, currency, balance, status, version, opened_at, last_activity_at)
+SELECT aggregate_id,
+       max(event_data->>'owner'), 'EUR',
+       sum(CASE WHEN event_type = 'Deposited' THEN (event_data->>'amount')::bigint ELSE 0 END),
+       'active', max(version), min(created_at), max(created_at)
+  FROM events GROUP BY aggregate_id
+"""
+
+
+def _fill(conninfo) -> tuple[uuid.UUID, int, int]:
+    big = uuid.uuid4()
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute(EVENTS, {"id": big, "owner": "Big Account Holder", "events": BIG_ACCOUNT_EVENTS})
+        conn.execute(SMALL, {"accounts": SMALL_ACCOUNTS, "events": SMALL_ACCOUNT_EVENTS})
+        conn.execute(READ_MODEL)
+        conn.execute("ANALYZE")
+        total, first_id = conn.execute("SELECT count(*), min(id) FROM events").fetchone()
+    return big, total, first_id
+
+
+def _median_ms(client, url, **params):
+    timings = []
+    for _ in range(REQUESTS):
+        started = time.perf_counter()
+        response = client.get(url, params)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, (url, response.status_code)
+    return statistics.median(timings)
+
+
+def run(conninfo) -> bool:
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.urls import reverse
+
+    from accounts import services
+    from accounts.domain import AGGREGATE_TYPE, STATE_SCHEMA
+    from eventstore.snapshots import save_snapshot
+
+    started = time.perf_counter()
+    big, total, first_id = _fill(conninfo)
+    filled = time.perf_counter() - started
+    account = services.get_account(big)
+    save_snapshot(big, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
+
+    user = User.objects.create_superuser("bench-admin", password="bench-only-password")
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(user)
+    audit = reverse("accounts:audit")
+    measured = {
+        "account page (100,000 events)": _median_ms(client, reverse("accounts:detail", args=[big])),
+        "audit log, first page": _median_ms(client, audit),
+        "audit log, deep page (near the oldest)": _median_ms(client, audit, before=first_id + 1_000),
+        "audit log, filtered by actor": _median_ms(client, audit, actor="teller3"),
+        "admin event list": _median_ms(client, reverse("admin:eventstore_event_changelist")),
+    }
+    met = all(ms < TARGET_MS for ms in measured.values())
+    report(
+        f"pages: {total:,} events (filled in {filled:.0f} s), median of {REQUESTS} requests, server time",
+        [(name, ms, "ms " + ("PASS" if ms < TARGET_MS else "FAIL")) for name, ms in measured.items()],
+        target=f"each page < {TARGET_MS:.0f} ms",
+    )
+    return met
