@@ -8,6 +8,7 @@ audit log's first page and a deep page, and the admin event list. Target: each
 under 150 ms. (Pages have no raw-psycopg counterpart: the target is absolute.)
 """
 
+import resource
 import statistics
 import time
 import uuid
@@ -92,12 +93,14 @@ def run(conninfo) -> bool:
     started = time.perf_counter()
     big, total, first_id = _fill(conninfo)
     filled = time.perf_counter() - started
-    account = services.get_account(big)
-    save_snapshot(big, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
-
     user = User.objects.create_superuser("bench-admin", password="bench-only-password")
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
+    # First, while the process is still small: a CSV that loaded every row would show here.
+    rows, seconds, grown_mb = _stream_csv(client, reverse("accounts:audit_csv"))
+
+    account = services.get_account(big)
+    save_snapshot(big, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
     audit = reverse("accounts:audit")
     measured = {
         "account page (100,000 events)": _median_ms(client, reverse("accounts:detail", args=[big])),
@@ -109,7 +112,22 @@ def run(conninfo) -> bool:
     met = all(ms < TARGET_MS for ms in measured.values())
     report(
         f"pages: {total:,} events (filled in {filled:.0f} s), median of {REQUESTS} requests, server time",
-        [(name, ms, "ms " + ("PASS" if ms < TARGET_MS else "FAIL")) for name, ms in measured.items()],
-        target=f"each page < {TARGET_MS:.0f} ms",
+        [(name, ms, "ms " + ("PASS" if ms < TARGET_MS else "FAIL")) for name, ms in measured.items()]
+        + [
+            ("audit CSV export: rows streamed", rows, "rows"),
+            ("audit CSV export: rows per second", rows / seconds, "rows/s"),
+            ("audit CSV export: peak memory growth", grown_mb, "MB"),
+        ],
+        target=f"each page < {TARGET_MS:.0f} ms; the CSV streams every row with flat memory",
     )
-    return met
+    return met and rows == total + 1
+
+
+def _stream_csv(client, url):
+    """Export every event; return (lines, seconds, MB the process's peak memory grew by)."""
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    lines = sum(chunk.count(b"\n") for chunk in client.get(url).streaming_content)
+    seconds = time.perf_counter() - started
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    return lines, seconds, grown_mb
