@@ -98,3 +98,24 @@ class CommandLog(models.Model):
 
     def __str__(self):
         return f"{self.command} {self.key}"
+
+
+class ProjectionCheckpoint(models.Model):
+    """How far a projection has read the log: the commit-safe position (transaction, event id).
+
+    Written in the same transaction as the projection's rows, so after a crash a
+    projection resumes exactly where its last committed batch ended.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    transaction_id = models.BigIntegerField(default=0)
+    event_id = models.BigIntegerField(default=0)
+    events_applied = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "projection_checkpoints"
+        default_permissions = ("view",)
+
+    def __str__(self):
+        return f"{self.name} at ({self.transaction_id}, {self.event_id})"

@@ -59,6 +59,7 @@ def test_guards_are_installed_as_triggers():
         "events_no_delete",
         "events_no_truncate",
         "events_append_guard",
+        "events_notify",
     }
 
 
