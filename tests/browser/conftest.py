@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Root in a container needs --no-sandbox; the machine's closed network needs the
@@ -17,30 +18,27 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
 
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture
+def page(live_server, monkeypatch):
+    """A Chromium page on the live test server, started after (and stopped before) the database."""
     if not shutil.which(CHROMIUM):
         if os.environ.get("REQUIRE_BROWSER"):
             pytest.fail(f"REQUIRE_BROWSER is set but there is no Chromium at {CHROMIUM}")
         pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium package (as .ci/run does)")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop running in this thread; the test's
+    # own ORM calls (set-up and checks) are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
         browser.close()
-
-
-@pytest.fixture
-def page(browser, live_server, monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM
-    # calls (set-up and checks) are still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+        # ORM calls made while the loop ran opened connections of their own context.
+        connections.close_all()
 
 
 @pytest.fixture
