@@ -13,3 +13,4 @@ class AccountsConfig(AppConfig):
         for (event_type, from_schema), step in UPCASTERS.items():
             upcasters.register(event_type, from_schema, step)
         register_aggregate(AGGREGATE_TYPE, types=EVENT_TYPES, url_name="accounts:detail")
+        import accounts.projections  # noqa: F401  (registers the bank's projections)

@@ -46,3 +46,25 @@ class Account(models.Model):
 
     def __str__(self):
         return f"{self.owner} ({self.account_id})"
+
+
+class DailyStatement(models.Model):
+    """One row per account and day with activity: kept by an asynchronous projection."""
+
+    pk = models.CompositePrimaryKey("account_id", "day")
+    account_id = models.UUIDField()
+    day = models.DateField(help_text="The day in UTC.")
+    currency = models.CharField(max_length=3)
+    opening_balance = models.BigIntegerField()
+    credits = models.BigIntegerField(help_text="Money in that day, in minor units.")
+    debits = models.BigIntegerField(help_text="Money out that day, in minor units.")
+    closing_balance = models.BigIntegerField()
+    event_count = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "account_daily_statement"
+        ordering = ["account_id", "day"]
+        default_permissions = ("view",)
+
+    def __str__(self):
+        return f"{self.account_id} on {self.day}"

@@ -204,3 +204,12 @@ def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_k
     arguments = {"from": str(source_id), "to": str(target_id), "amount": amount, "reference": reference}
     source, target = _execute("transfer", arguments, idempotency_key, decide_all)
     return source, target
+
+
+def take_snapshot(account_id) -> BankAccount:
+    """Store the account's current state as its snapshot (a cache: it changes no answer)."""
+    account = get_account(account_id)
+    if account is None:
+        raise AccountNotFound(f"There is no account {account_id}.")
+    save_snapshot(account.account_id, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
+    return account

@@ -85,3 +85,9 @@ def deferred():
         _flush(held)
     finally:
         _held.reset(token)
+
+
+def conninfo() -> dict:
+    """libpq parameters of Django's database, for connections of our own (LISTEN, workers)."""
+    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+    return {key: params[key] for key in ("dbname", "user", "password", "host", "port") if params.get(key)}

@@ -1,0 +1,55 @@
+"""replay_account: an account's state and history, now or as it was."""
+
+import datetime
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from accounts import services
+from accounts.domain import DomainError
+from accounts.money import format_money
+from eventstore.store import EventStore
+
+
+class Command(BaseCommand):
+    help = "Replay one account from its events and print its state and history, now, as of a time, or at a version."
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # Our --version is an account version; it replaces Django's "print Django's version".
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
+    def add_arguments(self, parser):
+        parser.add_argument("account_id")
+        when = parser.add_mutually_exclusive_group()
+        when.add_argument("--as-of", help="A moment, ISO 8601 (e.g. 2026-11-27T10:00:00Z; UTC if no zone).")
+        when.add_argument("--version", type=int, help="A version (1 is the opening).")
+
+    def handle(self, *args, account_id, as_of, version, **options):
+        moment = None
+        if as_of:
+            moment = parse_datetime(as_of)
+            if moment is None:
+                raise CommandError(f"--as-of {as_of!r} is not an ISO 8601 date and time.")
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, datetime.timezone.utc)
+        if version is not None and version < 1:
+            raise CommandError("--version must be 1 or more.")
+        try:
+            account = services.get_account(account_id, as_of=moment, version=version)
+        except DomainError as error:
+            raise CommandError(str(error)) from None
+        if account is None:
+            raise CommandError(f"account {account_id} did not exist then (or does not exist).")
+        self.stdout.write(
+            f"account {account.account_id}\nowner    {account.owner}\nstatus   {account.status}\n"
+            f"balance  {format_money(account.balance, account.currency)}\nversion  {account.version}\n"
+        )
+        for event in EventStore().load(account.account_id, up_to_version=account.version):
+            amount = event.data.get("amount", event.data.get("initial_balance"))
+            money = format_money(amount, account.currency) if amount is not None else ""
+            why = event.metadata.get("reason") or event.metadata.get("source") or event.metadata.get("reference") or ""
+            self.stdout.write(
+                f"{event.version:>6}  {event.created_at:%Y-%m-%d %H:%M:%S}  {event.event_type:<17} {money:>18}  "
+                f"{event.metadata.get('actor', ''):<20} {why}"
+            )

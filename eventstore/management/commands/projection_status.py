@@ -1,0 +1,36 @@
+"""projection_status: where each projection stands, and how far behind the log it is."""
+
+from django.core.management.base import BaseCommand
+from django.db import connection
+from django.utils import timezone
+
+from eventstore import projections
+
+BEHIND = """
+SELECT count(*), min(created_at) FROM events
+ WHERE (transaction_id, id) > (%s::text::xid8, %s)
+"""
+
+
+class Command(BaseCommand):
+    help = "Show each projection's position, the events it has still to apply, and its lag in seconds."
+
+    def handle(self, *args, **options):
+        now = timezone.now()
+        self.stdout.write(f"{'projection':<28} {'mode':<7} {'position':<24} {'applied':>10} {'behind':>10} {'lag s':>8}")
+        for projection in projections.registry.values():
+            if projection.inline:
+                self.stdout.write(f"{projection.name:<28} {'inline':<7} {'(with every command)':<24} {'-':>10} {0:>10} {0:>8}")
+                continue
+            self._row(projection.name, "async", now)
+        for row in projections.ProjectionCheckpoint.objects.filter(name__endswith="__rebuild"):
+            self._row(row.name, "rebuild", now)
+
+    def _row(self, name, mode, now):
+        row = projections.checkpoint(name)
+        with connection.cursor() as cursor:
+            cursor.execute(BEHIND, [str(row.transaction_id), row.event_id])
+            behind, oldest = cursor.fetchone()
+        lag = (now - oldest).total_seconds() if oldest else 0.0
+        position = f"({row.transaction_id}, {row.event_id})"
+        self.stdout.write(f"{name:<28} {mode:<7} {position:<24} {row.events_applied:>10} {behind:>10} {lag:>8.1f}")

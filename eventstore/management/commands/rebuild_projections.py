@@ -1,0 +1,46 @@
+"""rebuild_projections: rebuild read models from the log while the bank keeps working."""
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from eventstore import projections
+from eventstore.context import metadata_context, system_actor
+
+
+class Command(BaseCommand):
+    help = (
+        "Rebuild projections into fresh shadow tables from the start of the log while commands "
+        "keep running, catch up to the live position and swap them in one short transaction. "
+        "An interrupted rebuild resumes where it stopped when run again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("names", nargs="*", help="Projections to rebuild.")
+        parser.add_argument("--all", action="store_true", help="Rebuild every projection.")
+        parser.add_argument("--restart", action="store_true", help="Throw away an interrupted rebuild and start over.")
+        parser.add_argument("--chunk", type=int, default=projections.CHUNK, help="Events per committed step.")
+
+    def handle(self, *args, names, all, restart, chunk, **options):
+        if bool(names) == bool(all):
+            raise CommandError(f"name the projections to rebuild, or give --all ({', '.join(sorted(projections.registry))}).")
+        if chunk < 1:
+            raise CommandError("--chunk must be 1 or more.")
+        try:
+            chosen = projections.named(names)
+        except KeyError as error:
+            raise CommandError(error.args[0]) from None
+        with metadata_context(actor=system_actor("rebuild_projections")):
+            for projection in chosen:
+                self._rebuild(projection, restart, chunk)
+
+    def _rebuild(self, projection, restart, chunk):
+        with tqdm(desc=projection.name, unit=" events", unit_scale=True, file=sys.stderr) as bar:
+
+            def report(progress):
+                bar.total = progress.total
+                bar.update(progress.done - bar.n)
+
+            projections.rebuild(projection, progress=projections.Progress(report=report), restart=restart, chunk=chunk)
+        self.stdout.write(self.style.SUCCESS(f"{projection.name}: rebuilt and swapped in"))

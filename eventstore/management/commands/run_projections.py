@@ -1,0 +1,76 @@
+"""run_projections: keep the asynchronous projections current, one runner per projection."""
+
+import signal
+
+import psycopg
+from django.core.management.base import BaseCommand, CommandError
+
+from eventstore import db, projections
+from eventstore.context import metadata_context, system_actor
+
+
+class Command(BaseCommand):
+    help = (
+        "Catch every asynchronous projection up from its checkpoint, then wait for new events "
+        "(LISTEN/NOTIFY, with polling as a fallback) and apply them in batches. Each projection "
+        "has one runner at a time, held by a PostgreSQL advisory lock: a second runner waits. "
+        "Stops cleanly on SIGINT or SIGTERM, after the batch in hand."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("names", nargs="*", help="Projections to run (default: every asynchronous one).")
+        parser.add_argument("--batch", type=int, default=projections.CHUNK, help="Events per transaction.")
+        parser.add_argument("--poll", type=float, default=1.0, help="Seconds between checks without a notification.")
+        parser.add_argument("--once", action="store_true", help="Catch up once and exit (for cron and scripts).")
+
+    def handle(self, *args, names, batch, poll, once, **options):
+        if batch < 1 or poll <= 0:
+            raise CommandError("--batch must be 1 or more and --poll above 0.")
+        try:
+            wanted = projections.asynchronous(names)
+        except KeyError as error:
+            raise CommandError(error.args[0]) from None
+        if not wanted:
+            raise CommandError("there is no asynchronous projection to run.")
+        self.stopping = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        with metadata_context(actor=system_actor("run_projections")):
+            self._run(wanted, batch, poll, once)
+
+    def _stop(self, signum, frame):
+        self.stopping = True
+
+    def _run(self, wanted, batch, poll, once):
+        owned, told = [], set()
+        listener = psycopg.connect(**db.conninfo(), autocommit=True)
+        try:
+            listener.execute("LISTEN events_appended")
+            while not self.stopping:
+                for projection in wanted:
+                    if projection not in owned and projections.try_lock_runner(projection.name):
+                        owned.append(projection)
+                        self.stdout.write(f"running {projection.name}")
+                    elif projection not in owned and projection.name not in told:
+                        told.add(projection.name)
+                        self.stdout.write(f"waiting: another runner holds {projection.name}")
+                for projection in owned:
+                    self._catch_up(projection, batch)
+                if once:
+                    if len(owned) < len(wanted):
+                        raise CommandError("another runner holds some of these projections.", returncode=3)
+                    break
+                for _ in listener.notifies(timeout=poll, stop_after=1):
+                    pass
+        finally:
+            for projection in owned:
+                projections.unlock_runner(projection.name)
+            listener.close()
+        self.stdout.write("stopped")
+
+    def _catch_up(self, projection, batch):
+        applied = batch
+        while applied == batch and not self.stopping:
+            applied = projections.catch_up(projection, limit=batch)
+            if applied:
+                self.stdout.write(f"{projection.name}: applied {applied} events")

@@ -1,0 +1,329 @@
+"""Projections: read models fed by events, each exactly once and in order.
+
+A projection names the tables it owns and applies batches of events to them.
+Inline projections are applied by commands in their own transaction (so they
+have no checkpoint: they are as current as the log). Asynchronous ones are
+applied after commit by `catch_up`, which stores the projection's checkpoint
+(the commit-safe position of the last event applied) in the same transaction
+as the rows it wrote: a crash never applies an event twice or skips one.
+
+Rebuild builds every table of a projection afresh in shadow tables while
+commands go on, then swaps them in one short transaction; verify replays the
+log into temporary tables and compares them with the live ones.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from django.db import connection, transaction
+from psycopg import sql
+
+from eventstore.models import ProjectionCheckpoint
+from eventstore.store import COLUMNS, START, Position, StoredEvent, row_to_event
+
+CHUNK = 20_000  # events per committed step of a catch-up or rebuild
+FETCH = 2_000  # events per fetch from the server-side cursor
+# Runner locks use the two-int advisory-lock space, which never meets the
+# one-bigint space of the per-aggregate writer locks.
+LOCK_CLASS = 0x5052  # "PR"
+
+
+class Projection:
+    """Subclass and register. `apply` writes rows for `events` into `tables[name]`.
+
+    `tables` maps each owned table to the physical table to write: the live one,
+    a rebuild's shadow, or a verification's temporary copy.
+    """
+
+    name: str = ""
+    tables: tuple[str, ...] = ()
+    inline: bool = False
+    description: str = ""
+
+    def apply(self, events: list[StoredEvent], tables: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def live(self) -> dict[str, str]:
+        return {table: table for table in self.tables}
+
+
+registry: dict[str, Projection] = {}
+
+
+def register(projection: Projection) -> Projection:
+    registry[projection.name] = projection
+    return projection
+
+
+def named(names) -> list[Projection]:
+    """The registered projections called `names` (all of them for an empty list)."""
+    unknown = [name for name in names if name not in registry]
+    if unknown:
+        raise KeyError(f"no projection called {', '.join(unknown)}; there are: {', '.join(sorted(registry))}")
+    return [registry[name] for name in names] if names else list(registry.values())
+
+
+def asynchronous(names=()) -> list[Projection]:
+    return [projection for projection in named(names) if not projection.inline]
+
+
+# --- reading the log ------------------------------------------------------------------
+
+
+def stream(after: Position, *, limit: int | None = None, horizon: bool = True,
+           until: Position | None = None) -> Iterator[list[StoredEvent]]:  # fmt: skip
+    """Batches of events after `after`, in commit-safe order, through a server-side cursor.
+
+    With `horizon`, only transactions older than every running one are read (see
+    EventStore.read_all); without it, everything this transaction can see, which
+    is right only where writers of the projection's tables are locked out.
+    Must run inside a transaction.
+    """
+    query = f"SELECT {COLUMNS} FROM events WHERE (transaction_id, id) > (%s::text::xid8, %s)"
+    params: list = [str(after.transaction_id), after.event_id]
+    if horizon:
+        query += " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    if until is not None:
+        query += " AND (transaction_id, id) <= (%s::text::xid8, %s)"
+        params += [str(until.transaction_id), until.event_id]
+    query += " ORDER BY transaction_id, id"
+    if limit is not None:
+        query += " LIMIT %s"
+        params.append(limit)
+    cursor = connection.chunked_cursor()
+    try:
+        cursor.execute(query, params)
+        while rows := cursor.fetchmany(FETCH):
+            yield [row_to_event(row) for row in rows]
+    finally:
+        cursor.close()
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+def checkpoint(name: str, *, lock: bool = False) -> ProjectionCheckpoint:
+    """The checkpoint row (created at the start of the log if new); `lock` holds it to commit."""
+    ProjectionCheckpoint.objects.get_or_create(name=name)
+    rows = ProjectionCheckpoint.objects.filter(name=name)
+    return (rows.select_for_update() if lock else rows).get()
+
+
+def _advance(row: ProjectionCheckpoint, position: Position, applied: int) -> None:
+    ProjectionCheckpoint.objects.filter(name=row.name).update(
+        transaction_id=position.transaction_id,
+        event_id=position.event_id,
+        events_applied=row.events_applied + applied,
+        updated_at=_now(),
+    )
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def position_of(row: ProjectionCheckpoint) -> Position:
+    return Position(row.transaction_id, row.event_id)
+
+
+def _apply_all(projection, tables, after: Position, **stream_options) -> tuple[Position, int]:
+    position, applied = after, 0
+    for batch in stream(after, **stream_options):
+        projection.apply(batch, tables)
+        position, applied = batch[-1].position, applied + len(batch)
+    return position, applied
+
+
+def catch_up(projection: Projection, *, limit: int = CHUNK) -> int:
+    """Apply up to `limit` new events to an asynchronous projection; return how many."""
+    with transaction.atomic():
+        row = checkpoint(projection.name, lock=True)
+        position, applied = _apply_all(projection, projection.live(), position_of(row), limit=limit)
+        if applied:
+            _advance(row, position, applied)
+    return applied
+
+
+# --- the runner's lock ----------------------------------------------------------------
+
+
+def lock_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def try_lock_runner(name: str) -> bool:
+    """Take the session-level lock that makes this process the projection's only runner."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, lock_key(name)])
+        return cursor.fetchone()[0]
+
+
+def unlock_runner(name: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, lock_key(name)])
+
+
+# --- rebuild ----------------------------------------------------------------------------
+
+
+def _identifier(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def _execute(statement, params=()) -> None:
+    if isinstance(statement, sql.Composable):
+        statement = statement.as_string(connection.connection)
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def shadow_name(table: str) -> str:
+    return f"{table}__rebuild"
+
+
+@dataclass
+class Progress:
+    """What a rebuild reports after each committed step."""
+
+    done: int = 0
+    total: int = 0
+    report: Callable[[Progress], None] = field(default=lambda progress: None)
+
+
+def rebuild(projection: Projection, *, progress: Progress | None = None, restart: bool = False,
+            steps: int | None = None, chunk: int = CHUNK) -> bool:  # fmt: skip
+    """Rebuild `projection` into shadow tables and swap them in; True when swapped.
+
+    Resumes an interrupted rebuild (its shadow tables and checkpoint survive)
+    unless `restart`. `steps` stops after that many committed chunks without
+    swapping (for operators who want to pace it, and for tests).
+    """
+    progress = progress or Progress()
+    shadow = {table: shadow_name(table) for table in projection.tables}
+    name = f"{projection.name}__rebuild"
+    with transaction.atomic():
+        if restart or not ProjectionCheckpoint.objects.filter(name=name).exists():
+            ProjectionCheckpoint.objects.filter(name=name).delete()
+            for table, copy in shadow.items():
+                _execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_identifier(copy)))
+                _execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table)))
+            checkpoint(name)
+        progress.total = progress.done + _events_after(position_of(checkpoint(name)))
+    progress.report(progress)
+    applied = chunk
+    while applied == chunk:
+        if steps is not None:
+            if steps == 0:
+                return False
+            steps -= 1
+        with transaction.atomic():
+            row = checkpoint(name, lock=True)
+            position, applied = _apply_all(projection, shadow, position_of(row), limit=chunk)
+            if applied:
+                _advance(row, position, applied)
+        progress.done += applied
+        progress.report(progress)
+    _swap(projection, shadow, name)
+    return True
+
+
+def _events_after(position: Position) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM events WHERE (transaction_id, id) > (%s::text::xid8, %s)",
+            [str(position.transaction_id), position.event_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: str) -> None:
+    """One short transaction: lock out writers, apply the last events, rename the tables.
+
+    Inline projections are written by commands: with their tables locked, every
+    command still in flight waits, so each committed event is visible here and
+    each uncommitted one will write the new table after the swap. Asynchronous
+    ones are written only by their runner, which waits on the checkpoint row.
+    """
+    with transaction.atomic():
+        row = checkpoint(rebuild_checkpoint, lock=True)
+        live_row = None if projection.inline else checkpoint(projection.name, lock=True)
+        for table in projection.tables:
+            _execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_identifier(table)))
+        position, applied = _apply_all(projection, shadow, position_of(row), horizon=not projection.inline)
+        for table, copy in shadow.items():
+            _replace_table(table, copy)
+        if live_row is not None:
+            ProjectionCheckpoint.objects.filter(name=projection.name).update(
+                transaction_id=position.transaction_id, event_id=position.event_id,
+                events_applied=row.events_applied + applied, updated_at=_now(),
+            )  # fmt: skip
+        ProjectionCheckpoint.objects.filter(name=rebuild_checkpoint).delete()
+
+
+_INDEX_NAME = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S+ ")
+
+
+def _indexes(table: str) -> dict[str, str]:
+    """Index name -> definition with the index and table names taken out."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+            [table],
+        )
+        return {name: _INDEX_NAME.sub(r"CREATE \1INDEX ", definition) for name, definition in cursor.fetchall()}
+
+
+def _replace_table(table: str, copy: str) -> None:
+    """Drop `table` and give `copy` its name and its index and constraint names."""
+    live = {definition: name for name, definition in _indexes(table).items()}
+    renames = [(name, live[definition]) for name, definition in _indexes(copy).items() if definition in live]
+    _execute(sql.SQL("DROP TABLE {}").format(_identifier(table)))
+    _execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(_identifier(copy), _identifier(table)))
+    for old, new in renames:
+        _execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(_identifier(old), _identifier(new)))
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+@dataclass
+class Drift:
+    table: str
+    kind: str  # "missing" (replay has it, the table not), "unexpected" (the reverse)
+    row: tuple
+
+
+def verify(projection: Projection, *, limit: int = 100) -> list[Drift]:
+    """Replay the log into temporary tables and compare every row with the live tables.
+
+    Runs in one REPEATABLE READ transaction, so the log and the tables are read
+    as of one moment: an inline projection is compared with every event then
+    committed, an asynchronous one with the events up to its checkpoint.
+    """
+    drifts: list[Drift] = []
+    with transaction.atomic():
+        _execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        copies = {table: f"verify_{table}" for table in projection.tables}
+        for table, copy in copies.items():
+            _execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING ALL) ON COMMIT DROP").format(
+                _identifier(copy), _identifier(table)))  # fmt: skip
+        until = None if projection.inline else position_of(checkpoint(projection.name))
+        if until is None or until != START:
+            _apply_all(projection, copies, START, horizon=False, until=until)
+        for table, copy in copies.items():
+            for kind, left, right in (("missing", copy, table), ("unexpected", table, copy)):
+                query = sql.SQL("SELECT * FROM {} EXCEPT SELECT * FROM {} LIMIT %s").format(
+                    _identifier(left), _identifier(right)
+                )
+                with connection.cursor() as cursor:
+                    cursor.execute(query.as_string(connection.connection), [limit])
+                    drifts += [Drift(table, kind, row) for row in cursor.fetchall()]
+        transaction.set_rollback(True)
+    return drifts
