@@ -19,6 +19,8 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	@echo "Serving the back-office at http://127.0.0.1:8000/ (log in with a demo login above)"
+	$(BIN)/python manage.py run_projections & runner=$$!; \
+	trap 'kill $$runner 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
 
 test: install

@@ -5,6 +5,7 @@ double click or a resubmitted POST then stores one event) and the account
 version the member of staff was looking at (to tell them if it moved).
 """
 
+import datetime
 import uuid
 
 from django import forms
@@ -113,3 +114,18 @@ class AuditFilterForm(forms.Form):
     def __init__(self, *args, event_types=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["event_type"].choices = [("", "Any type")] + [(t, t) for t in event_types]
+
+
+class MonthForm(forms.Form):
+    """The statement's month, as <input type=month> sends it: YYYY-MM."""
+
+    month = forms.CharField(required=False, widget=forms.TextInput(attrs={"type": "month"}))
+
+    def clean_month(self):
+        text = self.cleaned_data["month"].strip()
+        if not text:
+            return None
+        try:
+            return datetime.date.fromisoformat(f"{text}-01")
+        except ValueError:
+            raise forms.ValidationError("Choose a month, like 2026-11.") from None

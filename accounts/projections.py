@@ -18,7 +18,7 @@ from collections import defaultdict
 from django.db import connection
 from psycopg import sql
 
-from accounts.domain import BankAccount
+from accounts.domain import AGGREGATE_TYPE, BankAccount
 from eventstore import db
 from eventstore.projections import Projection, register
 from eventstore.store import StoredEvent
@@ -67,6 +67,7 @@ def record_accounts(accounts: list[BankAccount]) -> None:
 class AccountProjection(Projection):
     name = "accounts"
     tables = ("account_read_model",)
+    aggregate_types = frozenset({AGGREGATE_TYPE})
     inline = True
     description = "one row per account: owner, currency, balance, status, version (inline)"
 
@@ -104,6 +105,7 @@ def _state_row(account: BankAccount) -> tuple:
 class DailyStatementProjection(Projection):
     name = "daily_statements"
     tables = ("account_daily_statement",)
+    aggregate_types = frozenset({AGGREGATE_TYPE})
     description = "per account and day: opening and closing balance, credits, debits, events (asynchronous)"
 
     _COLUMNS = "account_id, day, currency, opening_balance, credits, debits, closing_balance, event_count"

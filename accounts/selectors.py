@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q, Sum
 
 from accounts.domain import BankAccount
-from accounts.models import Account
-from eventstore.models import Event
+from accounts.models import Account, DailyStatement
+from eventstore.models import Event, ProjectionCheckpoint
 from eventstore.upcasting import upcasters
 
 PAGE_SIZE = 25
@@ -176,3 +176,33 @@ def audit_page(filters: AuditFilters, *, before_id: int | None = None, size: int
     if before_id is not None:
         events = events.filter(id__lt=before_id)
     return _page(list(events[: size + 1]), size, lambda event: event.id)
+
+
+# --- statements -------------------------------------------------------------------
+
+
+@dataclass
+class Statement:
+    month: date
+    days: list[DailyStatement]
+    opening_balance: int | None
+    credits: int
+    debits: int
+    closing_balance: int | None
+    applied_at: datetime | None  # when the statement projection last applied events
+
+
+def month_statement(account_id, month: date) -> Statement:
+    """The account's daily statement rows for one calendar month (UTC), with totals."""
+    following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    days = list(DailyStatement.objects.filter(account_id=account_id, day__gte=month, day__lt=following).order_by("day"))
+    checkpoint = ProjectionCheckpoint.objects.filter(name="daily_statements").first()
+    return Statement(
+        month=month,
+        days=days,
+        opening_balance=days[0].opening_balance if days else None,
+        credits=sum(d.credits for d in days),
+        debits=sum(d.debits for d in days),
+        closing_balance=days[-1].closing_balance if days else None,
+        applied_at=checkpoint.updated_at if checkpoint else None,
+    )

@@ -24,6 +24,7 @@ from accounts.forms import (
     AsOfForm,
     AuditFilterForm,
     DepositForm,
+    MonthForm,
     OpenAccountForm,
     ReasonForm,
     TransferForm,
@@ -229,10 +230,14 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
         if account
         else None
     )
+    month_form = MonthForm(request.GET)
+    month = (month_form.cleaned_data["month"] if month_form.is_valid() else None) or _this_month()
     return render(
         request,
         "accounts/account_detail.html",
         {
+            "statement": selectors.month_statement(current.account_id, month),
+            "month_form": month_form,
             "account": account,
             "current": current,
             "past": past,
@@ -264,6 +269,40 @@ def open_account(request):
             return redirect("accounts:detail", account_id=account.account_id)
     status = 400 if request.method == "POST" else 200
     return render(request, "accounts/open_account.html", {"form": form}, status=status)
+
+
+def _this_month():
+    return timezone.now().date().replace(day=1)
+
+
+@require_GET
+@staff_permission("accounts.view_account")
+def statement_csv(request, account_id):
+    account = services.get_account(account_id)
+    if account is None:
+        raise Http404("No such account.")
+    form = MonthForm(request.GET)
+    month = (form.cleaned_data["month"] if form.is_valid() else None) or _this_month()
+    statement = selectors.month_statement(account.account_id, month)
+    writer = csv.writer(_Echo())
+    header = ["day", "currency", "opening_balance", "credits", "debits", "closing_balance", "events"]
+    lines = [writer.writerow(header)] + [
+        writer.writerow([
+            d.day.isoformat(), d.currency, _decimal(d.opening_balance, d.currency), _decimal(d.credits, d.currency),
+            _decimal(d.debits, d.currency), _decimal(d.closing_balance, d.currency), d.event_count,
+        ])  # fmt: skip
+        for d in statement.days
+    ]
+    return StreamingHttpResponse(
+        lines,
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="statement-{account.account_id}-{month:%Y-%m}.csv"'},
+    )
+
+
+def _decimal(minor: int, currency: str) -> str:
+    """Minor units as a plain decimal string for spreadsheets ("1234.50")."""
+    return format_money(minor, currency).rsplit(" ", 1)[0].replace(",", "")
 
 
 # --- audit log ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 
 from bench.harness import bench_database
 
-BENCHMARKS = ["append", "commands", "workers", "replay", "pages"]
+BENCHMARKS = ["append", "commands", "workers", "replay", "pages", "rebuild"]
 
 
 def main(names):

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from django.db import connection, transaction
+import psycopg
 from psycopg import sql
+from psycopg.types.datetime import TimestamptzLoader
 
 from eventstore.models import ProjectionCheckpoint
 from eventstore.store import COLUMNS, START, Position, StoredEvent, row_to_event
@@ -41,6 +43,7 @@ class Projection:
 
     name: str = ""
     tables: tuple[str, ...] = ()
+    aggregate_types: frozenset[str] = frozenset()  # the events it reads; others only move its position
     inline: bool = False
     description: str = ""
 
@@ -90,17 +93,18 @@ def stream(after: Position, *, limit: int | None = None, horizon: bool = True,
     if until is not None:
         query += " AND (transaction_id, id) <= (%s::text::xid8, %s)"
         params += [str(until.transaction_id), until.event_id]
-    query += " ORDER BY transaction_id, id"
+    query += " ORDER BY events.transaction_id, events.id"
     if limit is not None:
         query += " LIMIT %s"
         params.append(limit)
-    cursor = connection.chunked_cursor()
-    try:
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.ServerCursor(connection.connection, "eventstore_stream") as cursor:
+        # psycopg's own (C) timestamp loader: Django's wraps it in Python, a cost per row
+        # that a rebuild of millions of events notices. Both give aware UTC datetimes.
+        cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
         cursor.execute(query, params)
         while rows := cursor.fetchmany(FETCH):
             yield [row_to_event(row) for row in rows]
-    finally:
-        cursor.close()
 
 
 # --- checkpoints ----------------------------------------------------------------------
@@ -135,7 +139,9 @@ def position_of(row: ProjectionCheckpoint) -> Position:
 def _apply_all(projection, tables, after: Position, **stream_options) -> tuple[Position, int]:
     position, applied = after, 0
     for batch in stream(after, **stream_options):
-        projection.apply(batch, tables)
+        relevant = [event for event in batch if event.aggregate_type in projection.aggregate_types]
+        if relevant:
+            projection.apply(relevant, tables)
         position, applied = batch[-1].position, applied + len(batch)
     return position, applied
 

@@ -99,11 +99,13 @@ def insert_statement(count: int) -> str:
 
 # Only transactions that have all ended (committed or rolled back) are read, so a
 # transaction that commits later can never land behind the reader's position.
+# ORDER BY names the table's columns: unqualified, "transaction_id" would be the
+# ::text output column, and "10000" sorts before "9999".
 _READ_ALL = f"""
 SELECT {COLUMNS} FROM events
  WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
    AND (transaction_id, id) > (%s::text::xid8, %s)
- ORDER BY transaction_id, id
+ ORDER BY events.transaction_id, events.id
  LIMIT %s
 """
 

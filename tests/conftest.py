@@ -100,3 +100,32 @@ def new_events(*types, **data):
 
 def new_id():
     return uuid.uuid4()
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database, for management commands run as subprocesses."""
+    from urllib.parse import quote
+
+    params = connection.get_connection_params()
+    user, name = quote(params.get("user", "")), params["dbname"]
+    password = f":{quote(params['password'])}" if params.get("password") else ""
+    host, port = params.get("host", ""), params.get("port") or 5432
+    if host.startswith("/"):
+        return f"postgresql://{user}{password}@/{name}?host={quote(host)}&port={port}"
+    return f"postgresql://{user}{password}@{host}:{port}/{name}"
+
+
+def manage(*args, **popen):
+    """Start `manage.py ARGS` against the test database; returns the Popen."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args], cwd=root, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen,
+    )  # fmt: skip

@@ -116,3 +116,21 @@ def test_reader_sees_every_committed_event_once_in_order_while_four_writers_appe
         versions = [e.version for e in seen if e.aggregate_id == aggregate]
         assert versions == list(range(1, len(versions) + 1))
     assert len(committed) > 40
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_global_order_is_numeric_in_transaction_ids_not_textual(store):
+    """xid 100 comes after xid 99: ordering by the ::text column would put it first."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE events DISABLE TRIGGER events_append_guard")  # to forge old xids; rolled back
+        for xid in (100, 99):
+            cursor.execute(
+                "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, transaction_id) "
+                "VALUES (%s, 'Thing', 'Made', '{}', 1, %s::text::xid8)",
+                [new_id(), str(xid)],
+            )
+        cursor.execute("ALTER TABLE events ENABLE TRIGGER events_append_guard")
+    page = store.read_all(after=Position(98, 0), limit=2)
+    assert [event.transaction_id for event in page.events] == [99, 100]

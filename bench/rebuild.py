@@ -1,0 +1,127 @@
+"""Rebuilding the account read model from 1,000,000 events, and the runner's lag.
+
+The log is written by `generate_events` (valid histories, COPY). Raw psycopg
+streams the same rows through a server-side cursor and decodes their JSON, in
+the same run; `rebuild_projections accounts` runs as a child process, whose
+peak memory is read from the operating system. Targets: rebuild at least 0.5
+of the raw rate; peak memory under 300 MB.
+
+Then the runner: `run_projections` in a child process while deposits arrive at
+a steady rate; the lag of each is the time from its commit until the statement
+projection's checkpoint has passed it. Target: under one second at the median.
+"""
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.harness import report
+from bench.workers import database_url
+
+EVENTS, ACCOUNTS = 1_000_000, 10_000
+RATE_TARGET, MEMORY_TARGET_MB, LAG_TARGET_S = 0.5, 300, 1.0
+LAG_SECONDS, LAG_PER_SECOND = 10, 40
+ROOT = Path(__file__).resolve().parents[1]
+STREAM = "SELECT id, aggregate_id, event_type, event_data, metadata, version, created_at, transaction_id FROM events ORDER BY transaction_id, id"
+
+
+def _manage(conninfo, *args, **kwargs):
+    env = {**os.environ, "DATABASE_URL": database_url(conninfo)}
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env, **kwargs)
+
+
+def _raw_stream(conninfo) -> tuple[int, float]:
+    started, rows = time.perf_counter(), 0
+    with psycopg.connect(**conninfo) as conn, conn.cursor(name="bench_stream") as cursor:
+        cursor.itersize = 2_000
+        cursor.execute(STREAM)
+        for row in cursor:  # psycopg decodes jsonb into Python objects
+            rows += 1
+    return rows, time.perf_counter() - started
+
+
+def _rebuild(conninfo) -> tuple[float, float]:
+    started = time.perf_counter()
+    child = _manage(conninfo, "rebuild_projections", "accounts", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if child.wait() != 0:
+        raise RuntimeError("rebuild_projections failed")
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return seconds, peak_mb
+
+
+def _lag(conninfo) -> list[float]:
+    from accounts import services
+    from eventstore.store import EventStore
+
+    runner = _manage(conninfo, "run_projections", "--poll", "0.5", stdout=subprocess.DEVNULL)
+    account = services.open_account(owner="Lag", initial_deposit=0)
+    time.sleep(3)  # let the runner start and catch up
+    pending, lags, done = {}, [], threading.Event()
+
+    def watch():
+        with psycopg.connect(**conninfo, autocommit=True) as conn:
+            while not done.is_set() or pending:
+                position = conn.execute(
+                    "SELECT transaction_id, event_id FROM projection_checkpoints WHERE name = 'daily_statements'"
+                ).fetchone()
+                now = time.perf_counter()
+                for key, committed in list(pending.items()):
+                    if position and tuple(position) >= key:
+                        lags.append(now - committed)
+                        del pending[key]
+                time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    store = EventStore()
+    for _ in range(LAG_SECONDS * LAG_PER_SECOND):
+        after = services.deposit(account_id=account.account_id, amount=1, source="lag")
+        event = store.load(account.account_id, after_version=after.version - 1)[0]
+        pending[(event.transaction_id, event.id)] = time.perf_counter()
+        time.sleep(1 / LAG_PER_SECOND)
+    done.set()
+    watcher.join(timeout=60)
+    runner.terminate()
+    runner.wait(timeout=30)
+    return lags
+
+
+def run(conninfo) -> bool:
+    started = time.perf_counter()
+    filled = _manage(conninfo, "generate_events", "--accounts", str(ACCOUNTS), "--events", str(EVENTS),
+                     "--seed", "1", stdout=subprocess.DEVNULL)  # fmt: skip
+    if filled.wait() != 0:
+        raise RuntimeError("generate_events failed")
+    fill_seconds = time.perf_counter() - started
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    rows, raw_seconds = _raw_stream(conninfo)
+    rebuild_seconds, peak_mb = _rebuild(conninfo)
+    raw_rate, rebuild_rate = rows / raw_seconds, rows / rebuild_seconds
+    ratio = rebuild_rate / raw_rate
+    lags = _lag(conninfo)
+    median_lag = statistics.median(lags) if lags else float("inf")
+    met = ratio >= RATE_TARGET and peak_mb < MEMORY_TARGET_MB and median_lag < LAG_TARGET_S
+    report(
+        f"projections: {rows:,} events (generated in {fill_seconds:.0f} s)",
+        [
+            ("raw psycopg stream + decode", raw_rate, "events/s"),
+            ("rebuild_projections accounts", rebuild_rate, "events/s (whole command)"),
+            ("ratio", ratio, "PASS" if ratio >= RATE_TARGET else "FAIL"),
+            ("rebuild peak memory", peak_mb, "MB " + ("PASS" if peak_mb < MEMORY_TARGET_MB else "FAIL")),
+            (f"runner lag, median of {len(lags)} deposits", median_lag, "s " + ("PASS" if median_lag < LAG_TARGET_S else "FAIL")),
+            ("runner lag, 95th percentile", statistics.quantiles(lags, n=20)[-1] if len(lags) > 1 else 0, "s"),
+        ],
+        target=f"ratio >= {RATE_TARGET}; memory < {MEMORY_TARGET_MB} MB; median lag < {LAG_TARGET_S} s",
+    )
+    return met
+
+

@@ -1,0 +1,211 @@
+"""Operating the projections while the bank works: rebuilds under load, killed runners, commands."""
+
+import io
+import signal
+import threading
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from accounts import services
+from accounts.domain import DomainError
+from accounts.models import Account
+from accounts.projections import accounts as account_projection
+from accounts.projections import daily_statements
+from eventstore import projections
+from tests.conftest import manage, run_threads
+from tests.factories import AccountFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def read_models_match_the_log():
+    """Django empties read-model tables between transactional tests, never the log: rebuild first."""
+    projections.rebuild(account_projection)
+    projections.rebuild(daily_statements)
+
+
+def test_rebuilds_while_four_tellers_work_end_equal_to_replay():
+    accounts = [AccountFactory(initial_deposit=50_000) for _ in range(4)]
+    stop, errors = threading.Event(), []
+
+    def teller(index):
+        for n in range(1, 10_000):
+            if stop.is_set() and n > 20:
+                return
+            try:
+                services.deposit(account_id=accounts[index].account_id, amount=100 + n, source="cash")
+                services.transfer(from_account_id=accounts[index].account_id,
+                                  to_account_id=accounts[(index + 1) % 4].account_id, amount=7, reference="r")  # fmt: skip
+            except DomainError as error:  # a rule, not a failure; still none expected here
+                errors.append(error)
+
+    def rebuild_repeatedly(_):
+        try:
+            for _ in range(2):
+                assert projections.rebuild(account_projection, chunk=5_000)
+                assert projections.rebuild(daily_statements, chunk=5_000)
+                projections.catch_up(daily_statements)
+        finally:
+            stop.set()
+
+    run_threads(lambda index: teller(index) if index < 4 else rebuild_repeatedly(index), 5)
+    while projections.catch_up(daily_statements):
+        pass
+    assert errors == []
+    assert projections.verify(account_projection) == []
+    assert projections.verify(daily_statements) == []
+    assert sum(a.balance for a in Account.objects.filter(account_id__in=[a.account_id for a in accounts])) > 200_000
+
+
+def wait_for(process, text, timeout=60):
+    """Read the subprocess's output until a line contains `text`; return the lines read."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} never appeared in: {''.join(lines)}")
+
+
+def test_a_killed_runner_restarts_where_its_last_batch_committed():
+    for n in range(30):
+        AccountFactory(initial_deposit=n)
+    projections.ProjectionCheckpoint.objects.filter(name="daily_statements").delete()
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE account_daily_statement")
+    runner = manage("run_projections", "--batch", "5", "--poll", "0.2")
+    wait_for(runner, "daily_statements: applied 5 events")
+    runner.send_signal(signal.SIGKILL)
+    runner.wait(timeout=30)
+    partly = projections.checkpoint("daily_statements").events_applied
+    assert partly >= 5
+
+    again = manage("run_projections", "--once")
+    assert again.wait(timeout=60) == 0, again.stdout.read()
+    assert projections.verify(daily_statements) == []
+    applied = projections.checkpoint("daily_statements").events_applied
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events")
+        assert applied == cursor.fetchone()[0]  # every event once: none twice, none skipped
+
+
+def test_a_killed_rebuild_resumes_and_ends_equal_to_replay():
+    for n in range(200):
+        AccountFactory(initial_deposit=n)
+    rebuild = manage("rebuild_projections", "accounts", "--chunk", "2")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        interrupted = projections.ProjectionCheckpoint.objects.filter(name="accounts__rebuild").first()
+        if interrupted and interrupted.events_applied >= 20:
+            break
+        time.sleep(0.05)
+    rebuild.send_signal(signal.SIGKILL)
+    rebuild.wait(timeout=30)
+    assert projections.ProjectionCheckpoint.objects.get(name="accounts__rebuild").events_applied >= 20
+    out = io.StringIO()
+    call_command("rebuild_projections", "accounts", "--chunk", "5000", stdout=out)
+    assert "rebuilt and swapped in" in out.getvalue()
+    assert projections.verify(account_projection) == []
+
+
+def test_two_runners_one_works_the_other_waits_then_takes_over():
+    AccountFactory()
+    first = manage("run_projections", "--poll", "0.2")
+    wait_for(first, "running daily_statements")
+    second = manage("run_projections", "--poll", "0.2")
+    wait_for(second, "waiting: another runner holds daily_statements")
+    AccountFactory(initial_deposit=5)
+    time.sleep(1)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    assert "stopped" in first.stdout.read()
+    wait_for(second, "running daily_statements")
+    account = AccountFactory(initial_deposit=6)
+    deadline = time.monotonic() + 20
+    while not projections.checkpoint("daily_statements").event_id >= _last_event_id() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second.send_signal(signal.SIGINT)
+    assert second.wait(timeout=30) == 0
+    assert projections.verify(daily_statements) == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events")
+        assert projections.checkpoint("daily_statements").events_applied == cursor.fetchone()[0]
+    assert account.account_id
+
+
+def _last_event_id():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT max(id) FROM events")
+        return cursor.fetchone()[0]
+
+
+def test_verify_projections_reports_drift_and_exits_non_zero():
+    account = AccountFactory(initial_deposit=100)
+    call_command("run_projections", "--once", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("verify_projections", stdout=out)
+    assert "accounts: ok" in out.getvalue() and "daily_statements: ok" in out.getvalue()
+    Account.objects.filter(account_id=account.account_id).update(status="frozen")
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_projections", "accounts", stdout=out)
+    assert caught.value.returncode == 1
+    assert "accounts: DRIFT" in out.getvalue() and str(account.account_id) in out.getvalue()
+
+
+def test_verify_event_store_reports_a_dropped_guard():
+    out = io.StringIO()
+    call_command("verify_event_store", stdout=out)
+    assert "event store ok" in out.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER events_no_delete ON events")
+    try:
+        out = io.StringIO()
+        with pytest.raises(CommandError) as caught:
+            call_command("verify_event_store", stdout=out)
+        assert caught.value.returncode == 1
+        assert "guard trigger missing: events_no_delete" in out.getvalue()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TRIGGER events_no_delete BEFORE DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_reject_change()"
+            )
+
+
+def test_status_snapshots_and_replay_commands():
+    account = AccountFactory(initial_deposit=1_000)
+    services.withdraw(account_id=account.account_id, amount=250, reason="ATM")
+    out = io.StringIO()
+    call_command("projection_status", stdout=out)
+    assert "daily_statements" in out.getvalue() and "inline" in out.getvalue()
+    out = io.StringIO()
+    call_command("take_snapshots", str(account.account_id), stdout=out)
+    assert "snapshot at version 2" in out.getvalue()
+    out = io.StringIO()
+    call_command("replay_account", str(account.account_id), "--version", "1", stdout=out)
+    assert "10.00 EUR" in out.getvalue() and "Withdrawn" not in out.getvalue()
+    with pytest.raises(CommandError, match="did not exist"):
+        call_command("replay_account", str(account.account_id), "--as-of", "2001-01-01T00:00:00")
+    with pytest.raises(CommandError, match="give account ids, or --all"):
+        call_command("take_snapshots")
+
+
+def test_generated_histories_are_valid_and_projected():
+    out = io.StringIO()
+    call_command("generate_events", "--accounts", "20", "--events", "600", "--seed", "7", "--days", "5", stdout=out)
+    assert "wrote" in out.getvalue()
+    call_command("verify_event_store", stdout=io.StringIO())
+    assert projections.verify(account_projection) == []
+    generated = Account.objects.filter(owner__startswith="Generated ")
+    assert generated.count() == 20 and all(a.balance >= 0 for a in generated)
+    for account in generated[:5]:
+        assert services.get_account(account.account_id).balance == account.balance
+    with pytest.raises(CommandError):
+        call_command("generate_events", "--accounts", "5", "--events", "2")

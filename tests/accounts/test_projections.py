@@ -1,0 +1,142 @@
+"""The bank's projections: the account read model and the daily statements."""
+
+import datetime
+
+import pytest
+from django.db import connection
+
+from accounts import services
+from accounts.models import Account, DailyStatement
+from accounts.projections import accounts as account_projection
+from accounts.projections import daily_statements
+from eventstore import projections
+from eventstore.store import EventStore
+from tests.factories import AccountFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+store = EventStore()
+
+
+@pytest.fixture(autouse=True)
+def read_models_match_the_log():
+    """Between transactional tests Django empties the read-model tables, never the append-only
+    log: start each test from read models rebuilt from the whole log, as an operator would."""
+    projections.rebuild(account_projection)
+    projections.rebuild(daily_statements)
+
+
+def backdate(account_id, days_ago_by_version):
+    """Spread an account's events over past days, as a long-lived account's would be."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
+        try:
+            for version, days in days_ago_by_version.items():
+                cursor.execute(
+                    "UPDATE events SET created_at = %s WHERE aggregate_id = %s AND version = %s",
+                    [now - datetime.timedelta(days=days), account_id, version],
+                )
+        finally:
+            cursor.execute("ALTER TABLE events ENABLE TRIGGER events_no_update")
+
+
+def catch_up_all():
+    while projections.catch_up(daily_statements, limit=7):
+        pass
+
+
+def test_daily_statements_agree_with_replay_day_by_day():
+    account = AccountFactory(initial_deposit=10_000)
+    other = AccountFactory()
+    services.deposit(account_id=account.account_id, amount=2_500, source="salary")
+    services.withdraw(account_id=account.account_id, amount=1_000, reason="rent")
+    services.transfer(from_account_id=account.account_id, to_account_id=other.account_id, amount=500, reference="r")
+    services.deposit(account_id=account.account_id, amount=40, source="cash")
+    backdate(account.account_id, {1: 3, 2: 3, 3: 1, 4: 1})  # version 5 stays today
+    catch_up_all()
+
+    rows = list(DailyStatement.objects.filter(account_id=account.account_id).order_by("day"))
+    events = store.load(account.account_id)
+    assert [r.event_count for r in rows] == [2, 2, 1]
+    previous_closing = 0
+    for row in rows:
+        end_of_day = datetime.datetime.combine(row.day, datetime.time.max, tzinfo=datetime.timezone.utc)
+        assert row.closing_balance == services.get_account(account.account_id, as_of=end_of_day).balance
+        assert row.opening_balance == previous_closing
+        assert row.closing_balance - row.opening_balance == row.credits - row.debits
+        assert row.event_count == sum(1 for e in events if e.created_at.date() == row.day)
+        assert row.currency == "EUR"
+        previous_closing = row.closing_balance
+    assert (rows[1].credits, rows[1].debits) == (0, 1_500)
+
+
+def test_catch_up_applies_each_event_once_and_remembers_where_it_stopped():
+    account = AccountFactory(initial_deposit=100)
+    catch_up_all()
+    before = list(DailyStatement.objects.filter(account_id=account.account_id).values())
+    assert projections.catch_up(daily_statements) == 0
+    assert list(DailyStatement.objects.filter(account_id=account.account_id).values()) == before
+    services.deposit(account_id=account.account_id, amount=5, source="cash")
+    assert projections.catch_up(daily_statements) >= 1
+    assert DailyStatement.objects.get(account_id=account.account_id).closing_balance == 105
+    assert projections.verify(daily_statements) == []
+
+
+def test_a_batch_that_fails_half_way_leaves_rows_and_checkpoint_as_they_were(monkeypatch):
+    for _ in range(3):
+        AccountFactory(initial_deposit=100)
+    catch_up_all()
+    AccountFactory(initial_deposit=7)
+    AccountFactory(initial_deposit=8)
+    checkpoint = projections.checkpoint("daily_statements")
+    original = daily_statements.apply
+    calls = []
+
+    def apply_then_crash(events, tables):
+        original(events, tables)
+        calls.append(len(events))
+        raise RuntimeError("the runner died here")
+
+    monkeypatch.setattr(daily_statements, "apply", apply_then_crash)
+    with pytest.raises(RuntimeError):
+        projections.catch_up(daily_statements)
+    monkeypatch.setattr(daily_statements, "apply", original)
+    assert calls and projections.checkpoint("daily_statements") == checkpoint
+    catch_up_all()
+    assert projections.verify(daily_statements) == []
+
+
+def test_verify_finds_a_row_changed_behind_the_projections_back():
+    account = AccountFactory(initial_deposit=100)
+    catch_up_all()
+    assert projections.verify(account_projection) == []
+    Account.objects.filter(account_id=account.account_id).update(balance=999)
+    drifts = projections.verify(account_projection)
+    assert {d.kind for d in drifts} == {"missing", "unexpected"}
+    assert any(d.row[0] == account.account_id and 999 in d.row for d in drifts)
+
+
+def test_rebuild_swaps_in_tables_equal_to_replay_and_keeps_the_names():
+    for n in range(5):
+        account = AccountFactory(initial_deposit=100 * n)
+        services.deposit(account_id=account.account_id, amount=1, source="cash")
+    catch_up_all()
+    Account.objects.filter(account_id=account.account_id).update(balance=12345)  # drift the rebuild repairs
+    before = connection.introspection.get_constraints(connection.cursor(), "account_read_model").keys()
+    assert projections.rebuild(account_projection, chunk=3)
+    assert projections.rebuild(daily_statements, chunk=3)
+    assert projections.verify(account_projection) == []
+    assert projections.verify(daily_statements) == []
+    assert Account.objects.get(account_id=account.account_id).balance == 401
+    assert connection.introspection.get_constraints(connection.cursor(), "account_read_model").keys() == before
+
+
+def test_an_interrupted_rebuild_resumes_where_it_stopped():
+    for n in range(6):
+        AccountFactory(initial_deposit=n)
+    assert projections.rebuild(daily_statements, chunk=2, steps=1) is False
+    resumed = projections.Progress()
+    assert projections.rebuild(daily_statements, chunk=2, progress=resumed) is True
+    assert 0 < resumed.done < resumed.done + 2 <= resumed.total + 2
+    assert projections.verify(daily_statements) == []
+    assert not projections.ProjectionCheckpoint.objects.filter(name__endswith="__rebuild").exists()
