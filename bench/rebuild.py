@@ -6,13 +6,13 @@ the same run; `rebuild_projections accounts` runs as a child process, whose
 peak memory is read from the operating system. Targets: rebuild at least 0.5
 of the raw rate; peak memory under 300 MB.
 
-Then the runner: `run_projections` in a child process while deposits arrive at
-a steady rate; the lag of each is the time from its commit until the statement
-projection's checkpoint has passed it. Target: under one second at the median.
+Then the runner: once caught up with the million events, `run_projections` in a
+child process while deposits arrive at a steady rate; the lag of each is the
+time from its commit until the statement projection's checkpoint has passed
+it. Target: under one second at the median.
 """
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,11 +50,11 @@ def _raw_stream(conninfo) -> tuple[int, float]:
 def _rebuild(conninfo) -> tuple[float, float]:
     started = time.perf_counter()
     child = _manage(conninfo, "rebuild_projections", "accounts", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if child.wait() != 0:
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
         raise RuntimeError("rebuild_projections failed")
-    seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return seconds, peak_mb
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
 def _lag(conninfo) -> list[float]:
@@ -63,7 +63,7 @@ def _lag(conninfo) -> list[float]:
 
     runner = _manage(conninfo, "run_projections", "--poll", "0.5", stdout=subprocess.DEVNULL)
     account = services.open_account(owner="Lag", initial_deposit=0)
-    time.sleep(3)  # let the runner start and catch up
+    time.sleep(3)  # let the runner start
     pending, lags, done = {}, [], threading.Event()
 
     def watch():
@@ -106,6 +106,10 @@ def run(conninfo) -> bool:
     rows, raw_seconds = _raw_stream(conninfo)
     rebuild_seconds, peak_mb = _rebuild(conninfo)
     raw_rate, rebuild_rate = rows / raw_seconds, rows / rebuild_seconds
+    started = time.perf_counter()
+    if _manage(conninfo, "run_projections", "--once", stdout=subprocess.DEVNULL).wait() != 0:
+        raise RuntimeError("run_projections --once failed")
+    statements_rate = rows / (time.perf_counter() - started)
     ratio = rebuild_rate / raw_rate
     lags = _lag(conninfo)
     median_lag = statistics.median(lags) if lags else float("inf")
@@ -116,6 +120,7 @@ def run(conninfo) -> bool:
             ("raw psycopg stream + decode", raw_rate, "events/s"),
             ("rebuild_projections accounts", rebuild_rate, "events/s (whole command)"),
             ("ratio", ratio, "PASS" if ratio >= RATE_TARGET else "FAIL"),
+            ("daily statements caught up from scratch", statements_rate, "events/s (whole command)"),
             ("rebuild peak memory", peak_mb, "MB " + ("PASS" if peak_mb < MEMORY_TARGET_MB else "FAIL")),
             (f"runner lag, median of {len(lags)} deposits", median_lag, "s " + ("PASS" if median_lag < LAG_TARGET_S else "FAIL")),
             ("runner lag, 95th percentile", statistics.quantiles(lags, n=20)[-1] if len(lags) > 1 else 0, "s"),
