@@ -28,7 +28,11 @@ def event_count(account_id):
 
 # --- permission matrix ----------------------------------------------------------------
 
-PAGES = ["accounts:dashboard", "accounts:list", "accounts:detail", "accounts:audit", "accounts:audit_csv", "accounts:open"]
+PAGES = [
+    "accounts:dashboard", "accounts:list", "accounts:detail", "accounts:statement_csv",
+    "accounts:audit", "accounts:audit_csv", "accounts:open",
+]  # fmt: skip
+WITH_ACCOUNT = {"accounts:detail", "accounts:statement_csv"}
 READERS = {"auditor", "teller", "supervisor"}
 PAGE_ALLOWED = {page: READERS for page in PAGES} | {"accounts:open": {"teller", "supervisor"}}
 
@@ -37,7 +41,7 @@ PAGE_ALLOWED = {page: READERS for page in PAGES} | {"accounts:open": {"teller", 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_admits_exactly_the_roles_that_may_see_it(role, page):
     account = AccountFactory()
-    url = reverse(page, args=[account.account_id] if page == "accounts:detail" else [])
+    url = reverse(page, args=[account.account_id] if page in WITH_ACCOUNT else [])
     response = client_for(role).get(url)
     if role == "anonymous":
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
@@ -317,3 +321,34 @@ def test_bad_audit_filters_are_reported_not_crashed():
     response = client.get(reverse("accounts:audit"), {"account": "not-a-uuid", "since": "yesterday"})
     assert response.status_code == 200 and "Enter a valid UUID" in response.content.decode()
     assert client.get(reverse("accounts:audit_csv"), {"account": "nope"}).status_code == 302
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_refuse_other_methods(role, page):
+    account = AccountFactory()
+    url = reverse(page, args=[account.account_id] if page in WITH_ACCOUNT else [])
+    response = client_for(role).delete(url)
+    assert response.status_code == 405
+
+
+def test_logout_is_a_post_and_ends_the_session():
+    client = client_for("teller")
+    assert client.get(reverse("logout")).status_code == 405
+    assert client.post(reverse("logout")).status_code == 302
+    assert client.get(reverse("accounts:dashboard")).status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_statement_csv_gives_the_months_days():
+    account = prepared_account()
+    from eventstore import projections
+
+    while projections.catch_up(projections.registry["daily_statements"]):
+        pass
+    response = client_for("auditor").get(reverse("accounts:statement_csv", args=[account.account_id]))
+    lines = b"".join(response.streaming_content).decode().strip().splitlines()
+    assert lines[0] == "day,currency,opening_balance,credits,debits,closing_balance,events"
+    assert lines[-1].endswith(",EUR,0.00,100.00,0.00,100.00,1")
+    bad = client_for("auditor").get(reverse("accounts:statement_csv", args=[account.account_id]), {"month": "13-2026"})
+    assert bad.status_code == 200

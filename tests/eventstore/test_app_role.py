@@ -1,0 +1,49 @@
+"""The application's database role cannot rewrite history, even with the triggers out of the way."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+
+from accounts import services
+from tests.factories import AccountFactory
+
+pytestmark = pytest.mark.django_db
+ROLE = "bank_app_test_role"
+
+
+def refused(statement):
+    with pytest.raises(DatabaseError) as caught:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
+    return str(caught.value)
+
+
+def test_the_app_role_works_the_bank_but_cannot_update_delete_truncate_or_disable_guards():
+    account = AccountFactory(initial_deposit=1_000)
+    out = io.StringIO()
+    call_command("grant_app_role", ROLE, "--create", stdout=out)
+    assert "SELECT, INSERT on events" in out.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET ROLE {ROLE}")
+    try:
+        after = services.deposit(account_id=account.account_id, amount=5, source="cash")
+        assert after.balance == 1_005
+        assert services.get_account(account.account_id).balance == 1_005
+        assert "permission denied" in refused("UPDATE events SET event_data = '{}'")
+        assert "permission denied" in refused("DELETE FROM events")
+        assert "permission denied" in refused("TRUNCATE events")
+        assert "must be owner" in refused("ALTER TABLE events DISABLE TRIGGER ALL")
+        assert "permission denied" in refused("SET session_replication_role = replica")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+    assert len(services.store.load(account.account_id)) == 2
+
+
+def test_the_command_refuses_a_missing_or_superuser_role():
+    with pytest.raises(CommandError, match="create it, or pass --create"):
+        call_command("grant_app_role", "no_such_role_here")
+    with pytest.raises(CommandError, match="superuser"):
+        call_command("grant_app_role", "postgres")
