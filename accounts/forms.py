@@ -9,9 +9,11 @@ import datetime
 import uuid
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MaxLengthValidator
 from django.conf import settings
 
-from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH
+from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
 
 
@@ -129,3 +131,22 @@ class MonthForm(forms.Form):
             return datetime.date.fromisoformat(f"{text}-01")
         except ValueError:
             raise forms.ValidationError("Choose a month, like 2026-11.") from None
+
+
+class StaffLoginForm(AuthenticationForm):
+    """Django's login form, refusing over-long usernames before anything tries them.
+
+    AuthenticationForm sets the username's max_length after the field is built,
+    so no validator enforces it: a 300-character username reached the lockout
+    log, whose column holds 255, and failed with a 500.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["username"].validators.append(MaxLengthValidator(self.fields["username"].max_length))
+
+
+class AccountSearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, strip=True)
+    status = forms.ChoiceField(required=False, choices=[("", "Any status")] + [(s, s.title()) for s in STATUSES])
+    page = forms.IntegerField(required=False, min_value=1, max_value=10_000)

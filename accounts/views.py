@@ -21,6 +21,7 @@ from accounts import selectors, services
 from accounts.charts import balance_chart
 from accounts.domain import EVENT_TYPES, STATUSES, DomainError
 from accounts.forms import (
+    AccountSearchForm,
     AsOfForm,
     AuditFilterForm,
     DepositForm,
@@ -188,17 +189,14 @@ def dashboard(request):
 @require_GET
 @staff_permission("accounts.view_account")
 def account_list(request):
-    query, status = request.GET.get("q", "")[:200], request.GET.get("status", "")
-    status = status if status in STATUSES else ""
-    try:
-        page = max(1, min(int(request.GET.get("page", 1)), 10_000))
-    except ValueError:
-        page = 1
-    results = selectors.search_accounts(query=query, status=status, page=page)
+    form = AccountSearchForm(request.GET)
+    data = form.cleaned_data if form.is_valid() else {}
+    query, status, page = data.get("q") or "", data.get("status") or "", data.get("page") or 1
+    results = selectors.search_accounts(query=query, status=status, page=page) if form.is_valid() else None
     return render(
         request,
         "accounts/account_list.html",
-        {"page": results, "page_number": page, "query": query, "status": status, "statuses": STATUSES},
+        {"form": form, "page": results, "page_number": page, "query": query, "status": status, "statuses": STATUSES},
     )
 
 

@@ -129,3 +129,12 @@ def manage(*args, **popen):
         [sys.executable, "manage.py", *args], cwd=root, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen,
     )  # fmt: skip
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many hostile inputs the fuzz tests tried (tests/test_fuzz.py)."""
+    from tests import test_fuzz
+
+    if test_fuzz.CASES:
+        total = sum(test_fuzz.CASES.values())
+        terminalreporter.write_line(f"fuzzed input: {total} cases, " + ", ".join(f"{k} {v}" for k, v in sorted(test_fuzz.CASES.items())))

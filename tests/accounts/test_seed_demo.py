@@ -5,6 +5,7 @@ import io
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 
 from accounts.models import Account
 from eventstore.models import Event
@@ -19,7 +20,7 @@ def test_seed_demo_is_idempotent_and_prints_a_login_per_role():
     assert accounts >= 6 and events > accounts
     for role in ("teller", "supervisor", "auditor"):
         assert f"user {role}" in out.getvalue()
-        user = authenticate(username=role, password=f"{role}-demo-2026")
+        user = authenticate(RequestFactory().post("/login/"), username=role, password=f"{role}-demo-2026")
         assert user is not None and user.groups.filter(name=role).exists()
 
     again = io.StringIO()
