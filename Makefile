@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install run test bench check-deploy clean
+.PHONY: install run test bench soak check-deploy clean
 
 $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
@@ -28,6 +28,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench
+
+soak: install
+	$(BIN)/python -m soak $(SOAK_ARGS)
 
 check-deploy: install
 	DJANGO_SETTINGS_MODULE=config.production SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \

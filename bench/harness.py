@@ -16,8 +16,8 @@ BENCH_DATABASE = "bank_bench"
 
 
 @contextmanager
-def bench_database():
-    """Create a fresh, migrated bench database, yield libpq connection kwargs, drop it."""
+def bench_database(name: str = BENCH_DATABASE):
+    """Create a fresh, migrated database `name`, yield libpq connection kwargs, drop it."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()
     from django.conf import settings
@@ -25,7 +25,7 @@ def bench_database():
 
     settings.DEBUG = False  # as in production: no query log kept in memory
 
-    connection.settings_dict["TEST"]["NAME"] = BENCH_DATABASE
+    connection.settings_dict["TEST"]["NAME"] = name
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     try:
         params = connection.get_connection_params()
@@ -35,7 +35,7 @@ def bench_database():
         with connection._nodb_cursor() as cursor:  # a benchmark that failed may leave sessions behind
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [BENCH_DATABASE],
+                [name],
             )
         connection.creation.destroy_test_db(old_name, verbosity=0)
 
