@@ -118,3 +118,18 @@ def test_a_teller_cannot_freeze_from_the_admin():
         {"action": "freeze_accounts", "_selected_action": [str(account.account_id)], "confirm": "yes", "reason": "x"},
     )
     assert services.get_account(account.account_id).status == "active"
+
+
+@pytest.mark.parametrize("role", ["anonymous", "staff without a role", "auditor", "teller", "supervisor"])
+def test_admin_pages_by_role(role):
+    client = Client()
+    if role != "anonymous":
+        client.force_login(UserFactory(role=None if role == "staff without a role" else role, is_staff=True))
+    for url in (reverse("admin:eventstore_event_changelist"), reverse("admin:accounts_account_changelist")):
+        response = client.get(url)
+        if role == "anonymous":
+            assert response.status_code == 302 and "/admin/login/" in response["Location"]
+        elif role == "staff without a role":
+            assert response.status_code == 403
+        else:
+            assert response.status_code == 200
