@@ -56,7 +56,8 @@ SELECT aggregate_id,
        max(event_data->>'owner'), 'EUR',
        sum(CASE WHEN event_type = 'Deposited' THEN (event_data->>'amount')::bigint ELSE 0 END),
        'active', max(version), min(created_at), max(created_at)
-  FROM events GROUP BY aggregate_id
+  FROM events WHERE aggregate_type = 'BankAccount' GROUP BY aggregate_id
+ON CONFLICT (account_id) DO NOTHING
 """
 
 
