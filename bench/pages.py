@@ -8,7 +8,7 @@ audit log's first page and a deep page, and the admin event list. Target: each
 under 150 ms. (Pages have no raw-psycopg counterpart: the target is absolute.)
 """
 
-import resource
+import os
 import statistics
 import time
 import uuid
@@ -97,7 +97,6 @@ def run(conninfo) -> bool:
     user = User.objects.create_superuser("bench-admin", password="bench-only-password")
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
-    # First, while the process is still small: a CSV that loaded every row would show here.
     rows, seconds, grown_mb = _stream_csv(client, reverse("accounts:audit_csv"))
 
     account = services.get_account(big)
@@ -117,18 +116,24 @@ def run(conninfo) -> bool:
         + [
             ("audit CSV export: rows streamed", rows, "rows"),
             ("audit CSV export: rows per second", rows / seconds, "rows/s"),
-            ("audit CSV export: peak memory growth", grown_mb, "MB"),
+            ("audit CSV export: resident memory growth", grown_mb, "MB"),
         ],
         target=f"each page < {TARGET_MS:.0f} ms; the CSV streams every row with flat memory",
     )
     return met and rows == total + 1
 
 
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _stream_csv(client, url):
-    """Export every event; return (lines, seconds, MB the process's peak memory grew by)."""
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    lines = sum(chunk.count(b"\n") for chunk in client.get(url).streaming_content)
-    seconds = time.perf_counter() - started
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
-    return lines, seconds, grown_mb
+    """Export every event; return (lines, seconds, MB the resident memory grew by at most)."""
+    start_mb = top_mb = _resident_mb()
+    started, lines = time.perf_counter(), 0
+    for n, chunk in enumerate(client.get(url).streaming_content):
+        lines += chunk.count(b"\n")
+        if n % 10_000 == 0:
+            top_mb = max(top_mb, _resident_mb())
+    return lines, time.perf_counter() - started, max(top_mb, _resident_mb()) - start_mb

@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextvars
 import uuid
 from contextlib import contextmanager
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 KEYS = ("correlation_id", "causation_id", "actor_id", "actor", "client_address", "request_id")
 
-_metadata: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("event_metadata", default={})
+_metadata: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "event_metadata", default=MappingProxyType({})
+)
 
 
 def current() -> dict[str, Any]:

@@ -5,7 +5,6 @@ HTML payloads, negative and enormous numbers, malformed decimals, wrong ids and
 missing fields. The number of cases run is printed at the end of the session.
 """
 
-import uuid
 from collections import Counter
 
 import pytest
