@@ -141,12 +141,15 @@ def account_command(request, account_id, command):
         messages.error(request, f"{spec.label} refused: {error} Nothing was done.")
         return _account_page(request, account_id, bound={command: form}, status=409)
     messages.success(request, spec.describe(data, account.currency))
-    _tell_what_changed(request, account, data["expected_version"], after.version)
+    _tell_what_changed(request, account, data["expected_version"], after)
     return redirect("accounts:detail", account_id=account.account_id)
 
 
-def _tell_what_changed(request, account, expected_version: int, version_after: int) -> None:
-    """If others changed the account after the form was rendered, say what they did."""
+def _tell_what_changed(request, account, expected_version: int, after) -> None:
+    """If others changed the account after the form was rendered, say what they did.
+
+    `account` is the state the command was checked against; `after`, the state it left.
+    """
     if expected_version >= account.version:
         return
     changes = selectors.events_between(account.account_id, expected_version, account.version)
@@ -156,7 +159,7 @@ def _tell_what_changed(request, account, expected_version: int, version_after: i
         request,
         f"This account had changed since you opened the page ({len(changes)} event"
         f"{'s' if len(changes) != 1 else ''}: {summary}{more}). Your command was checked and applied "
-        f"against the current state; the balance is now {format_money(services.get_account(account.account_id, version=version_after).balance, account.currency)}.",
+        f"against the current state; the balance is now {format_money(after.balance, account.currency)}.",
     )
 
 
