@@ -159,8 +159,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-_CREDITS = {"Deposited", "TransferReceived"}
-_DEBITS = {"Withdrawn", "TransferSent"}
+# Which events move money in and which out: read models fold them the same way.
+CREDITS = frozenset({"Deposited", "TransferReceived"})
+DEBITS = frozenset({"Withdrawn", "TransferSent"})
 _STATUS_AFTER = {"Frozen": FROZEN, "Unfrozen": ACTIVE, "Closed": CLOSED}
 
 
@@ -279,9 +280,9 @@ class BankAccount:
     def _apply(self, event_type: str, data: dict) -> None:
         # Payloads, not event objects: replaying a long history stays a cheap loop.
         self.version += 1
-        if event_type in _CREDITS:
+        if event_type in CREDITS:
             self.balance += data["amount"]
-        elif event_type in _DEBITS:
+        elif event_type in DEBITS:
             self.balance -= data["amount"]
         elif event_type == "Opened":
             self.owner, self.currency, self.balance = data["owner"], data["currency"], data["initial_balance"]

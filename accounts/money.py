@@ -49,5 +49,10 @@ def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool =
 def format_money(minor: int, currency: str) -> str:
     """1250, 'EUR' -> '12.50 EUR' (with thousands separators)."""
     places = decimals(currency)
-    value = Decimal(minor).scaleb(-places)
-    return f"{value:,.{places}f} {currency}"
+    return f"{Decimal(minor).scaleb(-places):,.{places}f} {currency}"
+
+
+def to_decimal_string(minor: int, currency: str) -> str:
+    """1250, 'EUR' -> '12.50': plain, for spreadsheets and exports."""
+    places = decimals(currency)
+    return f"{Decimal(minor).scaleb(-places):.{places}f}"

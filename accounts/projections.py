@@ -18,13 +18,10 @@ from collections import defaultdict
 from django.db import connection
 from psycopg import sql
 
-from accounts.domain import AGGREGATE_TYPE, BankAccount
+from accounts.domain import AGGREGATE_TYPE, CREDITS, DEBITS, BankAccount
 from eventstore import db
 from eventstore.projections import Projection, register
 from eventstore.store import StoredEvent
-
-CREDITS = {"Deposited", "TransferReceived"}
-DEBITS = {"Withdrawn", "TransferSent"}
 
 _ACCOUNT_UPSERT = """
 INSERT INTO {table} AS row
@@ -60,7 +57,7 @@ def record_accounts(accounts: list[BankAccount]) -> None:
 
     The times are the transaction's now(), which is exactly the created_at of those events.
     """
-    rows = [(a.account_id, a.owner, a.currency, a.balance, a.status, a.version) for a in accounts]
+    rows = [_state_row(account) for account in accounts]
     _upsert_accounts("account_read_model", rows, "(%s, %s, %s, %s, %s, %s, now(), now())")
 
 

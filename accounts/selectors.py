@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from accounts.domain import BankAccount
+from accounts.domain import CREDITS, DEBITS, BankAccount
 from accounts.models import Account, DailyStatement
 from eventstore.models import Event, ProjectionCheckpoint
 from eventstore.upcasting import upcasters
@@ -127,9 +127,9 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     for event in events:
         points.append(ChartPoint(event.version, event.created_at, balance, event.event_type))
         data = upcasters.upcast(event.event_type, event.event_data)
-        if event.event_type in ("Deposited", "TransferReceived"):
+        if event.event_type in CREDITS:
             balance -= data["amount"]
-        elif event.event_type in ("Withdrawn", "TransferSent"):
+        elif event.event_type in DEBITS:
             balance += data["amount"]
     points.reverse()
     return points

@@ -32,6 +32,7 @@ from accounts.forms import (
     WithdrawForm,
 )
 from accounts.money import format_money
+from accounts.money import to_decimal_string as _decimal
 
 
 def staff_permission(permission: str):
@@ -299,11 +300,6 @@ def statement_csv(request, account_id):
         content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="statement-{account.account_id}-{month:%Y-%m}.csv"'},
     )
-
-
-def _decimal(minor: int, currency: str) -> str:
-    """Minor units as a plain decimal string for spreadsheets ("1234.50")."""
-    return format_money(minor, currency).rsplit(" ", 1)[0].replace(",", "")
 
 
 # --- audit log ---------------------------------------------------------------------------

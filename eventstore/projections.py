@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from django.db import connection, transaction
+from django.utils import timezone
 import psycopg
 from psycopg import sql
 from psycopg.types.datetime import TimestamptzLoader
@@ -122,14 +123,8 @@ def _advance(row: ProjectionCheckpoint, position: Position, applied: int) -> Non
         transaction_id=position.transaction_id,
         event_id=position.event_id,
         events_applied=row.events_applied + applied,
-        updated_at=_now(),
+        updated_at=timezone.now(),
     )
-
-
-def _now():
-    from django.utils import timezone
-
-    return timezone.now()
 
 
 def position_of(row: ProjectionCheckpoint) -> Position:
@@ -267,7 +262,7 @@ def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: st
         if live_row is not None:
             ProjectionCheckpoint.objects.filter(name=projection.name).update(
                 transaction_id=position.transaction_id, event_id=position.event_id,
-                events_applied=row.events_applied + applied, updated_at=_now(),
+                events_applied=row.events_applied + applied, updated_at=timezone.now(),
             )  # fmt: skip
         ProjectionCheckpoint.objects.filter(name=rebuild_checkpoint).delete()
 
