@@ -30,7 +30,7 @@ DEFAULT_AMOUNT_CEILING = 10**13  # minor units: 100 billion in a two-decimal cur
 MAX_TEXT_LENGTH = 500
 MAX_OWNER_LENGTH = 200
 AGGREGATE_TYPE = "BankAccount"
-STATE_SCHEMA = 1  # bump when the snapshot shape changes: older snapshots are then ignored
+STATE_SCHEMA = 2  # bump when the snapshot shape changes: older snapshots are then ignored (1 named the id account_id)
 
 ACTIVE, FROZEN, CLOSED = "active", "frozen", "closed"
 STATUSES = (ACTIVE, FROZEN, CLOSED)
@@ -237,26 +237,33 @@ def check_account_id(account_id) -> uuid.UUID:
 class BankAccount:
     """An account as its events made it. Commands return new events; they never mutate.
 
+    The seed's fields are its public face: `id`, `owner`, `balance`, `is_frozen`
+    and `version`; `currency` and `status` (active, frozen or closed) stand beside them.
+
     Replay mutates a fresh instance in place (`from_events`), which keeps folding a
     long history cheap; code outside this module treats an instance as read-only.
     """
 
-    __slots__ = ("account_id", "owner", "currency", "balance", "status", "version")
+    __slots__ = ("id", "owner", "currency", "balance", "status", "version")
 
-    def __init__(self, account_id, owner="", currency="", balance=0, status=ACTIVE, version=0):
-        self.account_id = account_id if isinstance(account_id, uuid.UUID) else uuid.UUID(str(account_id))
+    def __init__(self, id, owner="", currency="", balance=0, status=ACTIVE, version=0):
+        self.id = id if isinstance(id, uuid.UUID) else uuid.UUID(str(id))
         self.owner = owner
         self.currency = currency
         self.balance = balance
         self.status = status
         self.version = version
 
+    @property
+    def is_frozen(self) -> bool:
+        return self.status == FROZEN
+
     def __eq__(self, other):
         return isinstance(other, BankAccount) and self.to_snapshot() == other.to_snapshot()
 
     def __repr__(self):
         return (
-            f"BankAccount({self.account_id}, owner={self.owner!r}, {self.balance} {self.currency}, "
+            f"BankAccount({self.id}, owner={self.owner!r}, {self.balance} {self.currency}, "
             f"{self.status}, v{self.version})"
         )
 
@@ -271,11 +278,11 @@ class BankAccount:
         return account
 
     def copy(self) -> BankAccount:
-        return BankAccount(self.account_id, self.owner, self.currency, self.balance, self.status, self.version)
+        return BankAccount(self.id, self.owner, self.currency, self.balance, self.status, self.version)
 
     def with_events(self, events: list[Event]) -> BankAccount:
         """The state after the events a command just decided."""
-        return BankAccount.from_events(self.account_id, [(e.event_type, e.to_data()) for e in events], start=self)
+        return BankAccount.from_events(self.id, [(e.event_type, e.to_data()) for e in events], start=self)
 
     def _apply(self, event_type: str, data: dict) -> None:
         # Payloads, not event objects: replaying a long history stays a cheap loop.
@@ -296,7 +303,7 @@ class BankAccount:
 
     def to_snapshot(self) -> dict:
         return {
-            "account_id": str(self.account_id),
+            "id": str(self.id),
             "owner": self.owner,
             "currency": self.currency,
             "balance": self.balance,
@@ -326,14 +333,14 @@ class BankAccount:
 
     def _require_active(self) -> None:
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.account_id} is closed.")
+            raise AccountClosed(f"Account {self.id} is closed.")
         if self.status == FROZEN:
-            raise AccountFrozen(f"Account {self.account_id} is frozen.")
+            raise AccountFrozen(f"Account {self.id} is frozen.")
 
     def _require_funds(self, amount: int) -> None:
         if amount > self.balance:
             raise InsufficientFunds(
-                f"Insufficient funds: account {self.account_id} holds {self.balance} and cannot pay out {amount} "
+                f"Insufficient funds: account {self.id} holds {self.balance} and cannot pay out {amount} "
                 f"(minor units of {self.currency})."
             )
 
@@ -351,26 +358,26 @@ class BankAccount:
     def freeze(self, *, reason) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.account_id} is closed.")
+            raise AccountClosed(f"Account {self.id} is closed.")
         if self.status == FROZEN:
-            raise AccountFrozen(f"Account {self.account_id} is already frozen.")
+            raise AccountFrozen(f"Account {self.id} is already frozen.")
         return [Frozen(reason)]
 
     def unfreeze(self, *, reason) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.account_id} is closed.")
+            raise AccountClosed(f"Account {self.id} is closed.")
         if self.status != FROZEN:
-            raise AccountNotFrozen(f"Account {self.account_id} is not frozen.")
+            raise AccountNotFrozen(f"Account {self.id} is not frozen.")
         return [Unfrozen(reason)]
 
     def close(self, *, reason) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.account_id} is already closed.")
+            raise AccountClosed(f"Account {self.id} is already closed.")
         if self.balance != 0:
             raise BalanceNotZero(
-                f"Account {self.account_id} still holds {self.balance} minor units of {self.currency}; "
+                f"Account {self.id} still holds {self.balance} minor units of {self.currency}; "
                 "only an account with a zero balance can be closed."
             )
         return [Closed(reason)]
@@ -381,18 +388,18 @@ def transfer(
 ) -> tuple[list[Event], list[Event]]:
     """Decide a transfer: the events for the paying account and for the receiving one."""
     amount, reference = check_amount(amount, ceiling), check_text(reference, "reference")
-    if source.account_id == target.account_id:
+    if source.id == target.id:
         raise SameAccountTransfer("An account cannot transfer money to itself.")
     source._require_active()
     target._require_active()
     if source.currency != target.currency:
         raise CurrencyMismatch(
-            f"Account {source.account_id} is in {source.currency} and account {target.account_id} "
+            f"Account {source.id} is in {source.currency} and account {target.id} "
             f"in {target.currency}; a transfer needs one currency."
         )
     source._require_funds(amount)
     transfer_id = str(transfer_id)
     return (
-        [TransferSent(transfer_id, str(target.account_id), amount, reference)],
-        [TransferReceived(transfer_id, str(source.account_id), amount, reference)],
+        [TransferSent(transfer_id, str(target.id), amount, reference)],
+        [TransferReceived(transfer_id, str(source.id), amount, reference)],
     )

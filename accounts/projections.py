@@ -96,7 +96,7 @@ class AccountProjection(Projection):
 
 
 def _state_row(account: BankAccount) -> tuple:
-    return (account.account_id, account.owner, account.currency, account.balance, account.status, account.version)
+    return (account.id, account.owner, account.currency, account.balance, account.status, account.version)
 
 
 class DailyStatementProjection(Projection):

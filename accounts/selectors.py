@@ -119,7 +119,7 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     the chart costs one indexed range read whatever the length of the history.
     """
     events = list(
-        Event.objects.filter(aggregate_id=account.account_id, version__lte=account.version)
+        Event.objects.filter(aggregate_id=account.id, version__lte=account.version)
         .order_by("-version")
         .only("version", "created_at", "event_type", "event_data")[:limit]
     )

@@ -82,7 +82,7 @@ def _existing_locked(account_id: uuid.UUID) -> BankAccount:
 def _record(account: BankAccount, events, metadata: dict) -> BankAccount:
     """Append one account's new events; snapshot when due; return its new state."""
     store.append(
-        account.account_id,
+        account.id,
         AGGREGATE_TYPE,
         account.version,
         [NewEvent(event.event_type, event.to_data()) for event in events],
@@ -90,7 +90,7 @@ def _record(account: BankAccount, events, metadata: dict) -> BankAccount:
     )
     after = account.with_events(events)
     if crosses_snapshot_boundary(account.version, after.version, settings.EVENTSTORE_SNAPSHOT_EVERY):
-        save_snapshot(after.account_id, AGGREGATE_TYPE, version=after.version, schema=STATE_SCHEMA, state=after.to_snapshot())
+        save_snapshot(after.id, AGGREGATE_TYPE, version=after.version, schema=STATE_SCHEMA, state=after.to_snapshot())
     return after
 
 
@@ -100,7 +100,7 @@ def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[]
     def handle():
         accounts = [_record(account, events, metadata) for account, events, metadata in decide()]
         projections.record_accounts(accounts)
-        return accounts, {"accounts": [[str(a.account_id), a.version] for a in accounts]}
+        return accounts, {"accounts": [[str(a.id), a.version] for a in accounts]}
 
     def replay(result):
         return [_load(uuid.UUID(account_id), up_to_version=version) for account_id, version in result["accounts"]]
@@ -211,5 +211,5 @@ def take_snapshot(account_id) -> BankAccount:
     account = get_account(account_id)
     if account is None:
         raise AccountNotFound(f"There is no account {account_id}.")
-    save_snapshot(account.account_id, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
+    save_snapshot(account.id, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
     return account

@@ -137,13 +137,13 @@ def account_command(request, account_id, command):
         return _account_page(request, account_id, bound={command: form}, status=400)
     data = form.cleaned_data
     try:
-        after = spec.run(account.account_id, data, data["idempotency_key"])
+        after = spec.run(account.id, data, data["idempotency_key"])
     except DomainError as error:
         messages.error(request, f"{spec.label} refused: {error} Nothing was done.")
         return _account_page(request, account_id, bound={command: form}, status=409)
     messages.success(request, spec.describe(data, account.currency))
     _tell_what_changed(request, account, data["expected_version"], after)
-    return redirect("accounts:detail", account_id=account.account_id)
+    return redirect("accounts:detail", account_id=account.id)
 
 
 def _tell_what_changed(request, account, expected_version: int, after) -> None:
@@ -153,7 +153,7 @@ def _tell_what_changed(request, account, expected_version: int, after) -> None:
     """
     if expected_version >= account.version:
         return
-    changes = selectors.events_between(account.account_id, expected_version, account.version)
+    changes = selectors.events_between(account.id, expected_version, account.version)
     summary = "; ".join(_describe(entry, account.currency) for entry in changes[:5])
     more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
     messages.warning(
@@ -219,7 +219,7 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
     if picker.is_valid() and (picker.cleaned_data["as_of"] or picker.cleaned_data["version"]):
         version = picker.cleaned_data["version"]
         if picker.cleaned_data["as_of"]:
-            at_time = selectors.version_at(current.account_id, picker.cleaned_data["as_of"])
+            at_time = selectors.version_at(current.id, picker.cleaned_data["as_of"])
             version = at_time if version is None else min(version, at_time)
         account = services.get_account(account_id, version=min(version, current.version))
         past = True
@@ -228,7 +228,7 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
     except ValueError:
         before = None
     history = (
-        selectors.account_history(current.account_id, up_to_version=account.version, before_version=before)
+        selectors.account_history(current.id, up_to_version=account.version, before_version=before)
         if account
         else None
     )
@@ -238,7 +238,7 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
         request,
         "accounts/account_detail.html",
         {
-            "statement": selectors.month_statement(current.account_id, month),
+            "statement": selectors.month_statement(current.id, month),
             "month_form": month_form,
             "account": account,
             "current": current,
@@ -268,7 +268,7 @@ def open_account(request):
             messages.error(request, f"The account was not opened: {error}")
         else:
             messages.success(request, f"Opened an account for {account.owner}.")
-            return redirect("accounts:detail", account_id=account.account_id)
+            return redirect("accounts:detail", account_id=account.id)
     status = 400 if request.method == "POST" else 200
     return render(request, "accounts/open_account.html", {"form": form}, status=status)
 
@@ -285,7 +285,7 @@ def statement_csv(request, account_id):
         raise Http404("No such account.")
     form = MonthForm(request.GET)
     month = (form.cleaned_data["month"] if form.is_valid() else None) or _this_month()
-    statement = selectors.month_statement(account.account_id, month)
+    statement = selectors.month_statement(account.id, month)
     writer = csv.writer(_Echo())
     header = ["day", "currency", "opening_balance", "credits", "debits", "closing_balance", "events"]
     lines = [writer.writerow(header)] + [
@@ -298,7 +298,7 @@ def statement_csv(request, account_id):
     return StreamingHttpResponse(
         lines,
         content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="statement-{account.account_id}-{month:%Y-%m}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="statement-{account.id}-{month:%Y-%m}.csv"'},
     )
 
 

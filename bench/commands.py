@@ -65,7 +65,7 @@ def services_round(per_round, locking=True):
             services.load_with_snapshot = unlocked_load
         try:
             for _ in range(per_round):
-                services.deposit(account_id=account.account_id, amount=100, source="bench", idempotency_key=str(uuid.uuid4()))
+                services.deposit(account_id=account.id, amount=100, source="bench", idempotency_key=str(uuid.uuid4()))
         finally:
             services.load_with_snapshot = original_load
 

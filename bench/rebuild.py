@@ -83,8 +83,8 @@ def _lag(conninfo) -> list[float]:
     watcher.start()
     store = EventStore()
     for _ in range(LAG_SECONDS * LAG_PER_SECOND):
-        after = services.deposit(account_id=account.account_id, amount=1, source="lag")
-        event = store.load(account.account_id, after_version=after.version - 1)[0]
+        after = services.deposit(account_id=account.id, amount=1, source="lag")
+        event = store.load(account.id, after_version=after.version - 1)[0]
         pending[(event.transaction_id, event.id)] = time.perf_counter()
         time.sleep(1 / LAG_PER_SECOND)
     done.set()

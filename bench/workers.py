@@ -57,7 +57,7 @@ def _services_worker(conninfo, ready, results):
     ready.wait()
     started = time.perf_counter()
     for _ in range(PER_PROCESS):
-        services.deposit(account_id=account.account_id, amount=100, source="bench", idempotency_key=str(uuid.uuid4()))
+        services.deposit(account_id=account.id, amount=100, source="bench", idempotency_key=str(uuid.uuid4()))
     results.put(time.perf_counter() - started)
 
 

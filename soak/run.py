@@ -23,7 +23,7 @@ def soak(options) -> int:
 
         from django.db import connections
 
-        accounts = [str(services.open_account(owner=f"Soak {n}", initial_deposit=1_000_000).account_id)
+        accounts = [str(services.open_account(owner=f"Soak {n}", initial_deposit=1_000_000).id)
                     for n in range(options.accounts)]  # fmt: skip
         connections.close_all()  # the chaos would kill it; the checks open a new one afterwards
         context = multiprocessing.get_context("spawn")

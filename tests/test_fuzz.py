@@ -59,7 +59,7 @@ def attempt(call, events_if_done):
 @pytest.fixture(scope="module")
 def account_ids(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
-        return [AccountFactory(initial_deposit=1_000_000).account_id, AccountFactory(initial_deposit=0).account_id]
+        return [AccountFactory(initial_deposit=1_000_000).id, AccountFactory(initial_deposit=0).id]
 
 
 SERVICES = {
@@ -166,7 +166,7 @@ def test_pages_take_hostile_query_strings():
     @given(value=texts.map(lambda x: x or ""), field=st.sampled_from(["q", "status", "page", "before", "as_of", "version", "month", "event_type", "actor", "account", "since", "correlation_id"]))  # fmt: skip
     def run(value, field):
         CASES["query strings"] += 1
-        for url in (reverse("accounts:list"), reverse("accounts:audit"), reverse("accounts:detail", args=[account.account_id])):
+        for url in (reverse("accounts:list"), reverse("accounts:audit"), reverse("accounts:detail", args=[account.id])):
             assert client.get(url, {field: value}).status_code == 200
 
     run()

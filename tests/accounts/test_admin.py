@@ -45,7 +45,7 @@ def test_history_and_read_models_cannot_be_added_changed_or_deleted(admin_client
 @pytest.mark.parametrize("model", [Event, Account, Snapshot, CommandLog])
 def test_admin_lists_never_count_a_whole_table(admin_client, model):
     account = AccountFactory(owner="Linked Owner")
-    services.deposit(account_id=account.account_id, amount=5, source="cash")
+    services.deposit(account_id=account.id, amount=5, source="cash")
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(url)
@@ -53,7 +53,7 @@ def test_admin_lists_never_count_a_whole_table(admin_client, model):
     counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
     assert counts and all("LIMIT" in sql.upper() for sql in counts), counts
     if model is Event:
-        assert reverse("accounts:detail", args=[account.account_id]) in response.content.decode()
+        assert reverse("accounts:detail", args=[account.id]) in response.content.decode()
 
 
 def test_the_capped_paginator_counts_at_most_its_cap():
@@ -72,40 +72,40 @@ def test_the_event_admin_searches_by_aggregate_and_correlation_id(admin_client):
     account = AccountFactory()
     other = AccountFactory()
     url = reverse("admin:eventstore_event_changelist")
-    page = admin_client.get(url, {"q": str(account.account_id)}).content.decode()
-    assert str(account.account_id) in page and str(other.account_id) not in page
-    correlation = EventStore().load(other.account_id)[0].metadata["correlation_id"]
+    page = admin_client.get(url, {"q": str(account.id)}).content.decode()
+    assert str(account.id) in page and str(other.id) not in page
+    correlation = EventStore().load(other.id)[0].metadata["correlation_id"]
     page = admin_client.get(url, {"q": correlation}).content.decode()
-    assert str(other.account_id) in page and str(account.account_id) not in page
+    assert str(other.id) in page and str(account.id) not in page
 
 
 def test_an_event_detail_shows_pretty_printed_json(admin_client):
     account = AccountFactory(owner="Pretty <b>Print</b>")
-    event = Event.objects.get(aggregate_id=account.account_id)
+    event = Event.objects.get(aggregate_id=account.id)
     page = admin_client.get(reverse("admin:eventstore_event_change", args=[event.id])).content.decode()
     assert "&quot;owner&quot;: &quot;Pretty &lt;b&gt;Print&lt;/b&gt;&quot;" in page
 
 
 def test_freezing_from_the_admin_asks_for_a_reason_then_uses_the_services(supervisor_client):
     active, closed = AccountFactory(), AccountFactory(initial_deposit=0)
-    services.close_account(account_id=closed.account_id, reason="gone")
+    services.close_account(account_id=closed.id, reason="gone")
     url = reverse("admin:accounts_account_changelist")
-    selection = {"action": "freeze_accounts", "_selected_action": [str(active.account_id), str(closed.account_id)]}
+    selection = {"action": "freeze_accounts", "_selected_action": [str(active.id), str(closed.id)]}
 
     confirm = supervisor_client.post(url, selection)
     assert confirm.status_code == 200 and "Give the reason" in confirm.content.decode()
-    assert services.get_account(active.account_id).status == "active"
+    assert services.get_account(active.id).status == "active"
 
     blank = supervisor_client.post(url, {**selection, "confirm": "yes", "reason": "  "})
     assert "This field is required" in blank.content.decode()
-    assert services.get_account(active.account_id).status == "active"
+    assert services.get_account(active.id).status == "active"
 
     done = supervisor_client.post(url, {**selection, "confirm": "yes", "reason": "fraud check"}, follow=True)
     page = done.content.decode()
-    assert services.get_account(active.account_id).status == "frozen"
-    assert f"{active.account_id}): frozen." in page
-    assert f"{closed.account_id}): not frozen — Account {closed.account_id} is closed." in page
-    frozen_event = EventStore().load(active.account_id)[-1]
+    assert services.get_account(active.id).status == "frozen"
+    assert f"{active.id}): frozen." in page
+    assert f"{closed.id}): not frozen — Account {closed.id} is closed." in page
+    frozen_event = EventStore().load(active.id)[-1]
     assert frozen_event.event_type == "Frozen" and frozen_event.metadata["reason"] == "fraud check"
 
 
@@ -115,9 +115,9 @@ def test_a_teller_cannot_freeze_from_the_admin():
     account = AccountFactory()
     teller.post(
         reverse("admin:accounts_account_changelist"),
-        {"action": "freeze_accounts", "_selected_action": [str(account.account_id)], "confirm": "yes", "reason": "x"},
+        {"action": "freeze_accounts", "_selected_action": [str(account.id)], "confirm": "yes", "reason": "x"},
     )
-    assert services.get_account(account.account_id).status == "active"
+    assert services.get_account(account.id).status == "active"
 
 
 @pytest.mark.parametrize("role", ["anonymous", "staff without a role", "auditor", "teller", "supervisor"])

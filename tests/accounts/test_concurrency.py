@@ -27,7 +27,7 @@ def test_eight_tellers_withdrawing_past_the_balance_get_exactly_half_through():
         start.wait(timeout=10)
         for n in range(per_thread):
             try:
-                services.withdraw(account_id=account.account_id, amount=amount, reason=f"t{index}-{n}")
+                services.withdraw(account_id=account.id, amount=amount, reason=f"t{index}-{n}")
                 result = "done"
             except InsufficientFunds:
                 result = "insufficient"
@@ -35,13 +35,13 @@ def test_eight_tellers_withdrawing_past_the_balance_get_exactly_half_through():
                 outcomes[result] += 1
 
     run_threads(teller, 8)
-    history = store.load(account.account_id)
+    history = store.load(account.id)
     assert outcomes == {"done": 24, "insufficient": 24}
     assert [e.version for e in history] == list(range(1, 26))
     assert sum(1 for e in history if e.event_type == "Withdrawn") == 24
-    final = services.get_account(account.account_id)
+    final = services.get_account(account.id)
     assert final.balance == 0
-    assert Account.objects.get(account_id=account.account_id).balance == 0
+    assert Account.objects.get(account_id=account.id).balance == 0
 
 
 def test_opposite_transfers_from_eight_threads_all_succeed_and_conserve_money():
@@ -53,18 +53,18 @@ def test_opposite_transfers_from_eight_threads_all_succeed_and_conserve_money():
         start.wait(timeout=10)
         for n in range(10):
             services.transfer(
-                from_account_id=source.account_id, to_account_id=target.account_id, amount=7 + index, reference=f"{index}-{n}"
+                from_account_id=source.id, to_account_id=target.id, amount=7 + index, reference=f"{index}-{n}"
             )
 
     run_threads(clerk, 8)
-    a, b = services.get_account(alice.account_id), services.get_account(bob.account_id)
+    a, b = services.get_account(alice.id), services.get_account(bob.id)
     assert a.balance + b.balance == 20_000
     assert a.version == b.version == 1 + 80  # each transfer adds one event to each account
-    sent = sum(e.data["amount"] for e in store.load(alice.account_id) if e.event_type == "TransferSent")
-    received = sum(e.data["amount"] for e in store.load(alice.account_id) if e.event_type == "TransferReceived")
+    sent = sum(e.data["amount"] for e in store.load(alice.id) if e.event_type == "TransferSent")
+    received = sum(e.data["amount"] for e in store.load(alice.id) if e.event_type == "TransferReceived")
     assert a.balance == 10_000 - sent + received
-    rows = {r.account_id: r.balance for r in Account.objects.filter(account_id__in=[a.account_id, b.account_id])}
-    assert rows == {a.account_id: a.balance, b.account_id: b.balance}
+    rows = {r.account_id: r.balance for r in Account.objects.filter(account_id__in=[a.id, b.id])}
+    assert rows == {a.id: a.balance, b.id: b.balance}
 
 
 def test_the_same_deposit_submitted_concurrently_with_one_key_stores_one_event():
@@ -75,11 +75,11 @@ def test_the_same_deposit_submitted_concurrently_with_one_key_stores_one_event()
     def double_click(_):
         start.wait(timeout=10)
         results.append(
-            services.deposit(account_id=account.account_id, amount=1234, source="cash", idempotency_key="click-1")
+            services.deposit(account_id=account.id, amount=1234, source="cash", idempotency_key="click-1")
         )
 
     run_threads(double_click, 8)
-    deposits = [e for e in store.load(account.account_id) if e.event_type == "Deposited"]
+    deposits = [e for e in store.load(account.id) if e.event_type == "Deposited"]
     assert len(deposits) == 1
     assert len(results) == 8
     assert all(r == results[0] for r in results)
@@ -110,10 +110,10 @@ def test_a_lost_race_is_retried_against_the_new_state(monkeypatch, raw_connect):
         return loaded
 
     monkeypatch.setattr(services, "_existing_locked", load_then_lose_the_race)
-    after = services.withdraw(account_id=account.account_id, amount=50, reason="cash")
+    after = services.withdraw(account_id=account.id, amount=50, reason="cash")
     assert calls == [1, 2]
     assert (after.balance, after.version) == (51, 3)
-    assert [e.event_type for e in store.load(account.account_id)] == ["Opened", "Deposited", "Withdrawn"]
+    assert [e.event_type for e in store.load(account.id)] == ["Opened", "Deposited", "Withdrawn"]
 
 
 def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatch, raw_connect):
@@ -132,6 +132,6 @@ def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatc
 
     monkeypatch.setattr(services, "_existing_locked", always_lose)
     with pytest.raises(ConcurrencyConflict):
-        services.withdraw(account_id=account.account_id, amount=5, reason="never lands")
+        services.withdraw(account_id=account.id, amount=5, reason="never lands")
     assert len(attempts) == MAX_ATTEMPTS
-    assert not any(e.event_type == "Withdrawn" for e in store.load(account.account_id))
+    assert not any(e.event_type == "Withdrawn" for e in store.load(account.id))

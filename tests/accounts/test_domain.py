@@ -58,3 +58,18 @@ def test_schema_one_decimal_strings_become_exact_minor_units(text, minor):
 def test_schema_one_amounts_that_are_not_two_decimal_strings_are_refused(text):
     with pytest.raises(ValueError):
         domain.UPCASTERS[("Withdrawn", 1)]({"amount": text, "reason": "r"})
+
+
+def test_bank_account_shows_the_seeds_fields_and_is_frozen_exactly_while_frozen():
+    account_id = uuid.uuid4()
+    opened = BankAccount.open(account_id, owner="Alice", currency="EUR", initial_deposit=1000)
+    account = BankAccount(account_id).with_events(opened)
+    seed_face = {name: getattr(account, name) for name in ("id", "owner", "balance", "is_frozen", "version")}
+    assert seed_face == {"id": account_id, "owner": "Alice", "balance": 1000, "is_frozen": False, "version": 1}
+    frozen = account.with_events(account.freeze(reason="check"))
+    assert (frozen.status, frozen.is_frozen) == ("frozen", True)
+    unfrozen = frozen.with_events(frozen.unfreeze(reason="cleared"))
+    assert (unfrozen.status, unfrozen.is_frozen) == ("active", False)
+    emptied = unfrozen.with_events(unfrozen.withdraw(amount=1000, reason="leaving"))
+    closed = emptied.with_events(emptied.close(reason="leaving"))
+    assert (closed.status, closed.is_frozen) == ("closed", False)

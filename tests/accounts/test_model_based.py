@@ -48,8 +48,8 @@ class Bank(RuleBasedStateMachine):
     @rule(target=accounts, initial=st.integers(min_value=0, max_value=1000), currency=st.sampled_from(["EUR", "GBP"]))
     def open(self, initial, currency):
         account = services.open_account(owner="Model Owner", initial_deposit=initial, currency=currency)
-        self.model[account.account_id] = ModelAccount(currency, initial)
-        return account.account_id
+        self.model[account.id] = ModelAccount(currency, initial)
+        return account.id
 
     def run(self, error, call):
         if error is None:

@@ -37,9 +37,9 @@ def test_rebuilds_while_four_tellers_work_end_equal_to_replay():
             if stop.is_set() and n > 20:
                 return
             try:
-                services.deposit(account_id=accounts[index].account_id, amount=100 + n, source="cash")
-                services.transfer(from_account_id=accounts[index].account_id,
-                                  to_account_id=accounts[(index + 1) % 4].account_id, amount=7, reference="r")  # fmt: skip
+                services.deposit(account_id=accounts[index].id, amount=100 + n, source="cash")
+                services.transfer(from_account_id=accounts[index].id,
+                                  to_account_id=accounts[(index + 1) % 4].id, amount=7, reference="r")  # fmt: skip
             except DomainError as error:  # a rule, not a failure; still none expected here
                 errors.append(error)
 
@@ -58,7 +58,7 @@ def test_rebuilds_while_four_tellers_work_end_equal_to_replay():
     assert errors == []
     assert projections.verify(account_projection) == []
     assert projections.verify(daily_statements) == []
-    assert sum(a.balance for a in Account.objects.filter(account_id__in=[a.account_id for a in accounts])) > 200_000
+    assert sum(a.balance for a in Account.objects.filter(account_id__in=[a.id for a in accounts])) > 200_000
 
 
 def wait_for(process, text, timeout=60):
@@ -137,7 +137,7 @@ def test_two_runners_one_works_the_other_waits_then_takes_over():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM events")
         assert projections.checkpoint("daily_statements").events_applied == cursor.fetchone()[0]
-    assert account.account_id
+    assert account.id
 
 
 def _last_event_id():
@@ -152,12 +152,12 @@ def test_verify_projections_reports_drift_and_exits_non_zero():
     out = io.StringIO()
     call_command("verify_projections", stdout=out)
     assert "accounts: ok" in out.getvalue() and "daily_statements: ok" in out.getvalue()
-    Account.objects.filter(account_id=account.account_id).update(status="frozen")
+    Account.objects.filter(account_id=account.id).update(status="frozen")
     out = io.StringIO()
     with pytest.raises(CommandError) as caught:
         call_command("verify_projections", "accounts", stdout=out)
     assert caught.value.returncode == 1
-    assert "accounts: DRIFT" in out.getvalue() and str(account.account_id) in out.getvalue()
+    assert "accounts: DRIFT" in out.getvalue() and str(account.id) in out.getvalue()
 
 
 def test_verify_event_store_reports_a_dropped_guard():
@@ -181,18 +181,18 @@ def test_verify_event_store_reports_a_dropped_guard():
 
 def test_status_snapshots_and_replay_commands():
     account = AccountFactory(initial_deposit=1_000)
-    services.withdraw(account_id=account.account_id, amount=250, reason="ATM")
+    services.withdraw(account_id=account.id, amount=250, reason="ATM")
     out = io.StringIO()
     call_command("projection_status", stdout=out)
     assert "daily_statements" in out.getvalue() and "inline" in out.getvalue()
     out = io.StringIO()
-    call_command("take_snapshots", str(account.account_id), stdout=out)
+    call_command("take_snapshots", str(account.id), stdout=out)
     assert "snapshot at version 2" in out.getvalue()
     out = io.StringIO()
-    call_command("replay_account", str(account.account_id), "--version", "1", stdout=out)
+    call_command("replay_account", str(account.id), "--version", "1", stdout=out)
     assert "10.00 EUR" in out.getvalue() and "Withdrawn" not in out.getvalue()
     with pytest.raises(CommandError, match="did not exist"):
-        call_command("replay_account", str(account.account_id), "--as-of", "2001-01-01T00:00:00")
+        call_command("replay_account", str(account.id), "--as-of", "2001-01-01T00:00:00")
     with pytest.raises(CommandError, match="give account ids, or --all"):
         call_command("take_snapshots")
 

@@ -48,20 +48,20 @@ def catch_up_all():
 def test_daily_statements_agree_with_replay_day_by_day():
     account = AccountFactory(initial_deposit=10_000)
     other = AccountFactory()
-    services.deposit(account_id=account.account_id, amount=2_500, source="salary")
-    services.withdraw(account_id=account.account_id, amount=1_000, reason="rent")
-    services.transfer(from_account_id=account.account_id, to_account_id=other.account_id, amount=500, reference="r")
-    services.deposit(account_id=account.account_id, amount=40, source="cash")
-    backdate(account.account_id, {1: 3, 2: 3, 3: 1, 4: 1})  # version 5 stays today
+    services.deposit(account_id=account.id, amount=2_500, source="salary")
+    services.withdraw(account_id=account.id, amount=1_000, reason="rent")
+    services.transfer(from_account_id=account.id, to_account_id=other.id, amount=500, reference="r")
+    services.deposit(account_id=account.id, amount=40, source="cash")
+    backdate(account.id, {1: 3, 2: 3, 3: 1, 4: 1})  # version 5 stays today
     catch_up_all()
 
-    rows = list(DailyStatement.objects.filter(account_id=account.account_id).order_by("day"))
-    events = store.load(account.account_id)
+    rows = list(DailyStatement.objects.filter(account_id=account.id).order_by("day"))
+    events = store.load(account.id)
     assert [r.event_count for r in rows] == [2, 2, 1]
     previous_closing = 0
     for row in rows:
         end_of_day = datetime.datetime.combine(row.day, datetime.time.max, tzinfo=datetime.timezone.utc)
-        assert row.closing_balance == services.get_account(account.account_id, as_of=end_of_day).balance
+        assert row.closing_balance == services.get_account(account.id, as_of=end_of_day).balance
         assert row.opening_balance == previous_closing
         assert row.closing_balance - row.opening_balance == row.credits - row.debits
         assert row.event_count == sum(1 for e in events if e.created_at.date() == row.day)
@@ -73,12 +73,12 @@ def test_daily_statements_agree_with_replay_day_by_day():
 def test_catch_up_applies_each_event_once_and_remembers_where_it_stopped():
     account = AccountFactory(initial_deposit=100)
     catch_up_all()
-    before = list(DailyStatement.objects.filter(account_id=account.account_id).values())
+    before = list(DailyStatement.objects.filter(account_id=account.id).values())
     assert projections.catch_up(daily_statements) == 0
-    assert list(DailyStatement.objects.filter(account_id=account.account_id).values()) == before
-    services.deposit(account_id=account.account_id, amount=5, source="cash")
+    assert list(DailyStatement.objects.filter(account_id=account.id).values()) == before
+    services.deposit(account_id=account.id, amount=5, source="cash")
     assert projections.catch_up(daily_statements) >= 1
-    assert DailyStatement.objects.get(account_id=account.account_id).closing_balance == 105
+    assert DailyStatement.objects.get(account_id=account.id).closing_balance == 105
     assert projections.verify(daily_statements) == []
 
 
@@ -110,24 +110,24 @@ def test_verify_finds_a_row_changed_behind_the_projections_back():
     account = AccountFactory(initial_deposit=100)
     catch_up_all()
     assert projections.verify(account_projection) == []
-    Account.objects.filter(account_id=account.account_id).update(balance=999)
+    Account.objects.filter(account_id=account.id).update(balance=999)
     drifts = projections.verify(account_projection)
     assert {d.kind for d in drifts} == {"missing", "unexpected"}
-    assert any(d.row[0] == account.account_id and 999 in d.row for d in drifts)
+    assert any(d.row[0] == account.id and 999 in d.row for d in drifts)
 
 
 def test_rebuild_swaps_in_tables_equal_to_replay_and_keeps_the_names():
     for n in range(5):
         account = AccountFactory(initial_deposit=100 * n)
-        services.deposit(account_id=account.account_id, amount=1, source="cash")
+        services.deposit(account_id=account.id, amount=1, source="cash")
     catch_up_all()
-    Account.objects.filter(account_id=account.account_id).update(balance=12345)  # drift the rebuild repairs
+    Account.objects.filter(account_id=account.id).update(balance=12345)  # drift the rebuild repairs
     before = connection.introspection.get_constraints(connection.cursor(), "account_read_model").keys()
     assert projections.rebuild(account_projection, chunk=3)
     assert projections.rebuild(daily_statements, chunk=3)
     assert projections.verify(account_projection) == []
     assert projections.verify(daily_statements) == []
-    assert Account.objects.get(account_id=account.account_id).balance == 401
+    assert Account.objects.get(account_id=account.id).balance == 401
     assert connection.introspection.get_constraints(connection.cursor(), "account_read_model").keys() == before
 
 

@@ -41,19 +41,19 @@ def all_events_count():
 
 def test_the_seed_example_ends_at_750_with_four_events_and_800_after_event_two():
     account = services.open_account(owner="Ada Lovelace", initial_deposit=1000)
-    services.withdraw(account_id=account.account_id, amount=200, reason="ATM")
-    services.deposit(account_id=account.account_id, amount=50, source="transfer")
-    final = services.withdraw(account_id=account.account_id, amount=100, reason="purchase")
+    services.withdraw(account_id=account.id, amount=200, reason="ATM")
+    services.deposit(account_id=account.id, amount=50, source="transfer")
+    final = services.withdraw(account_id=account.id, amount=100, reason="purchase")
 
     assert final.balance == 750
-    assert [e.event_type for e in history(account.account_id)] == ["Opened", "Withdrawn", "Deposited", "Withdrawn"]
-    assert services.get_account(account.account_id).balance == 750
-    assert services.get_account(account.account_id, version=2).balance == 800
+    assert [e.event_type for e in history(account.id)] == ["Opened", "Withdrawn", "Deposited", "Withdrawn"]
+    assert services.get_account(account.id).balance == 750
+    assert services.get_account(account.id, version=2).balance == 800
 
 
 def test_every_command_returns_the_state_after_it_and_the_read_model_follows():
     account = AccountFactory(initial_deposit=5_000, currency="GBP")
-    account_id = account.account_id
+    account_id = account.id
     assert services.deposit(account_id=account_id, amount=1_000, source="cash").balance == 6_000
     assert services.withdraw(account_id=account_id, amount=6_000, reason="emptied").balance == 0
     assert services.freeze(account_id=account_id, reason="fraud check").status == "frozen"
@@ -68,15 +68,15 @@ def test_every_command_returns_the_state_after_it_and_the_read_model_follows():
 def test_transfer_moves_money_and_both_events_share_transfer_and_correlation_ids():
     payer, payee = AccountFactory(initial_deposit=10_000), AccountFactory(initial_deposit=0)
     source, target = services.transfer(
-        from_account_id=payer.account_id, to_account_id=payee.account_id, amount=2_500, reference="rent"
+        from_account_id=payer.id, to_account_id=payee.id, amount=2_500, reference="rent"
     )
     assert (source.balance, target.balance) == (7_500, 2_500)
-    (sent,) = store.load_after_version(payer.account_id, 1)
-    (received,) = store.load_after_version(payee.account_id, 1)
+    (sent,) = store.load_after_version(payer.id, 1)
+    (received,) = store.load_after_version(payee.id, 1)
     assert (sent.event_type, received.event_type) == ("TransferSent", "TransferReceived")
     assert sent.data["transfer_id"] == received.data["transfer_id"]
-    assert sent.data["to_account_id"] == str(payee.account_id)
-    assert received.data["from_account_id"] == str(payer.account_id)
+    assert sent.data["to_account_id"] == str(payee.id)
+    assert received.data["from_account_id"] == str(payer.id)
     assert sent.metadata["correlation_id"] == received.metadata["correlation_id"]
     assert sent.transaction_id == received.transaction_id
 
@@ -84,8 +84,8 @@ def test_transfer_moves_money_and_both_events_share_transfer_and_correlation_ids
 def test_events_carry_who_why_and_which_command():
     account = AccountFactory()
     with metadata_context(actor="teller1", actor_id=3, client_address="192.0.2.1", correlation_id="req-1"):
-        services.withdraw(account_id=account.account_id, amount=10, reason="ATM", idempotency_key="k-meta")
-    event = history(account.account_id)[-1]
+        services.withdraw(account_id=account.id, amount=10, reason="ATM", idempotency_key="k-meta")
+    event = history(account.id)[-1]
     assert event.metadata["actor"] == "teller1"
     assert event.metadata["actor_id"] == 3
     assert event.metadata["client_address"] == "192.0.2.1"
@@ -124,7 +124,7 @@ def test_events_carry_who_why_and_which_command():
     ],
 )
 def test_bad_input_raises_a_clear_domain_error_and_stores_nothing(call, error):
-    account_id = AccountFactory().account_id
+    account_id = AccountFactory().id
     before = all_events_count()
     with pytest.raises(error) as caught:
         call(account_id)
@@ -136,52 +136,52 @@ def test_bad_input_raises_a_clear_domain_error_and_stores_nothing(call, error):
 
 def test_frozen_and_closed_accounts_refuse_money_movements():
     frozen, closed, other = AccountFactory(), AccountFactory(initial_deposit=0), AccountFactory()
-    services.freeze(account_id=frozen.account_id, reason="investigation")
-    services.close_account(account_id=closed.account_id, reason="done")
-    for account_id, error in ((frozen.account_id, AccountFrozen), (closed.account_id, AccountClosed)):
+    services.freeze(account_id=frozen.id, reason="investigation")
+    services.close_account(account_id=closed.id, reason="done")
+    for account_id, error in ((frozen.id, AccountFrozen), (closed.id, AccountClosed)):
         with pytest.raises(error):
             services.deposit(account_id=account_id, amount=1, source="cash")
         with pytest.raises(error):
             services.withdraw(account_id=account_id, amount=1, reason="cash")
         with pytest.raises(error):
-            services.transfer(from_account_id=other.account_id, to_account_id=account_id, amount=1, reference="r")
+            services.transfer(from_account_id=other.id, to_account_id=account_id, amount=1, reference="r")
     with pytest.raises(AccountFrozen, match="already frozen"):
-        services.freeze(account_id=frozen.account_id, reason="again")
+        services.freeze(account_id=frozen.id, reason="again")
     with pytest.raises(AccountClosed):
-        services.freeze(account_id=closed.account_id, reason="closed")
+        services.freeze(account_id=closed.id, reason="closed")
     with pytest.raises(AccountClosed, match="already closed"):
-        services.close_account(account_id=closed.account_id, reason="again")
+        services.close_account(account_id=closed.id, reason="again")
 
 
 def test_transfer_between_currencies_is_refused():
     euros, pounds = AccountFactory(currency="EUR"), AccountFactory(currency="GBP")
     with pytest.raises(CurrencyMismatch):
-        services.transfer(from_account_id=euros.account_id, to_account_id=pounds.account_id, amount=1, reference="r")
+        services.transfer(from_account_id=euros.id, to_account_id=pounds.id, amount=1, reference="r")
 
 
 def test_idempotency_key_repeat_returns_the_first_result_and_stores_nothing():
     account = AccountFactory(initial_deposit=0)
-    first = services.deposit(account_id=account.account_id, amount=500, source="cash", idempotency_key="dep-1")
-    services.deposit(account_id=account.account_id, amount=1, source="cash")
-    again = services.deposit(account_id=account.account_id, amount=500, source="cash", idempotency_key="dep-1")
+    first = services.deposit(account_id=account.id, amount=500, source="cash", idempotency_key="dep-1")
+    services.deposit(account_id=account.id, amount=1, source="cash")
+    again = services.deposit(account_id=account.id, amount=500, source="cash", idempotency_key="dep-1")
     assert again == first
     assert (again.balance, again.version) == (500, 2)
-    assert len(history(account.account_id)) == 3
+    assert len(history(account.id)) == 3
 
 
 def test_idempotency_key_reused_with_other_arguments_is_refused():
     account = AccountFactory()
-    services.deposit(account_id=account.account_id, amount=500, source="cash", idempotency_key="dep-2")
+    services.deposit(account_id=account.id, amount=500, source="cash", idempotency_key="dep-2")
     with pytest.raises(InvalidInput, match="already used for a different"):
-        services.deposit(account_id=account.account_id, amount=501, source="cash", idempotency_key="dep-2")
+        services.deposit(account_id=account.id, amount=501, source="cash", idempotency_key="dep-2")
     with pytest.raises(InvalidInput, match="already used for a different"):
-        services.withdraw(account_id=account.account_id, amount=500, reason="cash", idempotency_key="dep-2")
-    assert len(history(account.account_id)) == 2
+        services.withdraw(account_id=account.id, amount=500, reason="cash", idempotency_key="dep-2")
+    assert len(history(account.id)) == 2
 
 
 def test_idempotent_transfer_returns_both_accounts_as_they_were():
     payer, payee = AccountFactory(), AccountFactory()
-    call = dict(from_account_id=payer.account_id, to_account_id=payee.account_id, amount=100, reference="r")
+    call = dict(from_account_id=payer.id, to_account_id=payee.id, amount=100, reference="r")
     first = services.transfer(**call, idempotency_key="t-1")
     assert services.transfer(**call, idempotency_key="t-1") == first
 
@@ -189,25 +189,25 @@ def test_idempotent_transfer_returns_both_accounts_as_they_were():
 def test_a_refused_command_does_not_burn_its_idempotency_key():
     account = AccountFactory(initial_deposit=100)
     with pytest.raises(InsufficientFunds):
-        services.withdraw(account_id=account.account_id, amount=200, reason="cash", idempotency_key="w-1")
-    services.deposit(account_id=account.account_id, amount=100, source="cash")
-    assert services.withdraw(account_id=account.account_id, amount=200, reason="cash", idempotency_key="w-1").balance == 0
+        services.withdraw(account_id=account.id, amount=200, reason="cash", idempotency_key="w-1")
+    services.deposit(account_id=account.id, amount=100, source="cash")
+    assert services.withdraw(account_id=account.id, amount=200, reason="cash", idempotency_key="w-1").balance == 0
 
 
 def test_get_account_of_an_unknown_or_malformed_id_is_none():
     assert services.get_account(uuid.uuid4()) is None
     assert services.get_account("nonsense") is None
     account = AccountFactory()
-    assert services.get_account(account.account_id, version=0) is None
+    assert services.get_account(account.id, version=0) is None
 
 
 @pytest.mark.django_db(transaction=True)
 def test_get_account_as_of_a_time_replays_up_to_then():
     account = AccountFactory(initial_deposit=1000)
-    services.deposit(account_id=account.account_id, amount=1, source="a")
-    moment = history(account.account_id)[-1].created_at
-    services.deposit(account_id=account.account_id, amount=10, source="b")
-    then = services.get_account(account.account_id, as_of=moment)
+    services.deposit(account_id=account.id, amount=1, source="a")
+    moment = history(account.id)[-1].created_at
+    services.deposit(account_id=account.id, amount=10, source="b")
+    then = services.get_account(account.id, as_of=moment)
     assert (then.balance, then.version) == (1001, 2)
-    assert services.get_account(account.account_id, as_of=moment - datetime.timedelta(days=1)) is None
-    assert services.get_account(account.account_id).balance == 1011
+    assert services.get_account(account.id, as_of=moment - datetime.timedelta(days=1)) is None
+    assert services.get_account(account.id).balance == 1011

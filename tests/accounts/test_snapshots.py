@@ -28,50 +28,50 @@ def deposits(account_id, count, amount=1):
 
 def test_a_snapshot_is_taken_when_an_append_crosses_a_multiple(snapshot_every):
     account = AccountFactory(initial_deposit=0)
-    deposits(account.account_id, 3)
-    assert not Snapshot.objects.filter(aggregate_id=account.account_id).exists()
-    deposits(account.account_id, 8)  # versions 5..12
-    snapshot = Snapshot.objects.get(aggregate_id=account.account_id)
+    deposits(account.id, 3)
+    assert not Snapshot.objects.filter(aggregate_id=account.id).exists()
+    deposits(account.id, 8)  # versions 5..12
+    snapshot = Snapshot.objects.get(aggregate_id=account.id)
     assert (snapshot.version, snapshot.schema_version) == (10, STATE_SCHEMA)
     assert snapshot.state["balance"] == 9
 
 
 def test_a_transfer_crossing_a_multiple_snapshots_each_account(snapshot_every):
     payer, payee = AccountFactory(), AccountFactory()
-    deposits(payer.account_id, 3)
-    deposits(payee.account_id, 3)
-    services.transfer(from_account_id=payer.account_id, to_account_id=payee.account_id, amount=7, reference="r")
-    assert set(Snapshot.objects.values_list("aggregate_id", "version")) >= {(payer.account_id, 5), (payee.account_id, 5)}
+    deposits(payer.id, 3)
+    deposits(payee.id, 3)
+    services.transfer(from_account_id=payer.id, to_account_id=payee.id, amount=7, reference="r")
+    assert set(Snapshot.objects.values_list("aggregate_id", "version")) >= {(payer.id, 5), (payee.id, 5)}
 
 
 def test_loading_uses_the_snapshot_and_ignores_one_of_an_older_schema(snapshot_every):
     account = AccountFactory(initial_deposit=0)
-    deposits(account.account_id, 6)  # snapshot at version 5, two events after it
+    deposits(account.id, 6)  # snapshot at version 5, two events after it
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE snapshots SET state = jsonb_set(state, '{balance}', '1000') WHERE aggregate_id = %s",
-            [account.account_id],
+            [account.id],
         )
     # A doctored snapshot shows through: proof that loading starts from it.
-    assert services.get_account(account.account_id).balance == 1002
-    Snapshot.objects.filter(aggregate_id=account.account_id).update(schema_version=STATE_SCHEMA - 1)
-    assert services.get_account(account.account_id).balance == 6
+    assert services.get_account(account.id).balance == 1002
+    Snapshot.objects.filter(aggregate_id=account.id).update(schema_version=STATE_SCHEMA - 1)
+    assert services.get_account(account.id).balance == 6
 
 
 def test_deleting_every_snapshot_changes_no_answer(snapshot_every):
     account = AccountFactory(initial_deposit=0)
-    deposits(account.account_id, 17)
-    answers = [services.get_account(account.account_id, version=v) for v in range(1, 19)]
-    Snapshot.objects.filter(aggregate_id=account.account_id).delete()
-    assert [services.get_account(account.account_id, version=v) for v in range(1, 19)] == answers
+    deposits(account.id, 17)
+    answers = [services.get_account(account.id, version=v) for v in range(1, 19)]
+    Snapshot.objects.filter(aggregate_id=account.id).delete()
+    assert [services.get_account(account.id, version=v) for v in range(1, 19)] == answers
     assert [a.balance for a in answers] == list(range(0, 18))
 
 
 def test_a_version_below_the_snapshot_replays_from_the_start(snapshot_every):
     account = AccountFactory(initial_deposit=0)
-    deposits(account.account_id, 12, amount=3)
-    assert services.get_account(account.account_id, version=4).balance == 9
-    assert services.get_account(account.account_id, version=11).balance == 30
+    deposits(account.id, 12, amount=3)
+    assert services.get_account(account.id, version=4).balance == 9
+    assert services.get_account(account.id, version=11).balance == 30
 
 
 def insert_raw(account_id, version, event_type, data):

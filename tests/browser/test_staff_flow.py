@@ -42,7 +42,7 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     shot(page, "open-form")
     page.click("button:has-text('Open account')")
     page.wait_for_selector("text=Opened an account for Browser Customer")
-    account = Account.objects.get(owner="Browser Customer")
+    account = services.get_account(Account.objects.get(owner="Browser Customer").account_id)
     shot(page, "opened")
 
     page.fill("#id_deposit-amount", "25.50")
@@ -51,7 +51,7 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     page.wait_for_selector("text=Deposited 25.50 EUR.")
     assert "125.50 EUR" in page.inner_text(".balance")
     shot(page, "deposited")
-    deposited_at = EventStore().load(account.account_id)[-1].created_at
+    deposited_at = EventStore().load(account.id)[-1].created_at
     time.sleep(1.1)  # the past view below picks a whole second between this deposit and what follows
 
     page.fill("#id_withdraw-amount", "1000.00")
@@ -66,7 +66,7 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     page.wait_for_selector("text=Withdrew 20.00 EUR.")
     shot(page, "withdrew")
 
-    page.fill("#id_transfer-to_account", str(landlord.account_id))
+    page.fill("#id_transfer-to_account", str(landlord.id))
     page.fill("#id_transfer-amount", "5.50")
     page.fill("#id_transfer-reference", "rent")
     page.click("button:has-text('Transfer')")
@@ -77,11 +77,11 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     log_out(page)
 
     log_in(page, "sam")
-    page.goto(f"/accounts/{account.account_id}/")
+    page.goto(f"/accounts/{account.id}/")
     page.fill("#id_freeze-reason", "fraud check")
     page.click("button:has-text('Freeze')")
     page.wait_for_selector("text=Account frozen.")
-    assert services.get_account(account.account_id).status == "frozen"
+    assert services.get_account(account.id).status == "frozen"
     shot(page, "frozen")
 
     moment = (deposited_at + datetime.timedelta(seconds=1)).replace(microsecond=0)
@@ -95,7 +95,7 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
 
     page.click("text=Audit log")
     page.select_option("#id_event_type", "TransferSent")
-    page.fill("#id_account", str(account.account_id))
+    page.fill("#id_account", str(account.id))
     page.click("button:has-text('Filter')")
     page.wait_for_selector("td:has-text('TransferSent')")
     rows = page.locator("table tbody tr")

@@ -28,9 +28,9 @@ def test_the_app_role_works_the_bank_but_cannot_update_delete_truncate_or_disabl
     with connection.cursor() as cursor:
         cursor.execute(f"SET ROLE {ROLE}")
     try:
-        after = services.deposit(account_id=account.account_id, amount=5, source="cash")
+        after = services.deposit(account_id=account.id, amount=5, source="cash")
         assert after.balance == 1_005
-        assert services.get_account(account.account_id).balance == 1_005
+        assert services.get_account(account.id).balance == 1_005
         assert "permission denied" in refused("UPDATE events SET event_data = '{}'")
         assert "permission denied" in refused("DELETE FROM events")
         assert "permission denied" in refused("TRUNCATE events")
@@ -39,7 +39,7 @@ def test_the_app_role_works_the_bank_but_cannot_update_delete_truncate_or_disabl
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET ROLE")
-    assert len(services.store.load(account.account_id)) == 2
+    assert len(services.store.load(account.id)) == 2
 
 
 def test_the_command_refuses_a_missing_or_superuser_role():

@@ -81,7 +81,7 @@ class Command(BaseCommand):
             sent, received = decide_transfer(account, target, transfer_id=uuid.uuid4(), amount=amount, reference="generated")
             for position, events in ((index, sent), (other, received)):
                 states[position] = states[position].with_events(events)
-                history[states[position].account_id].append((events[0], at))
+                history[states[position].id].append((events[0], at))
             return 2
         if roll < 0.6:
             new = account.deposit(amount=amount, source=rng.choice(SOURCES))
@@ -90,7 +90,7 @@ class Command(BaseCommand):
         else:
             new = account.unfreeze(reason="generated") if account.status == "frozen" else account.freeze(reason="generated")
         states[index] = account.with_events(new)
-        history[account.account_id].append((new[0], at))
+        history[account.id].append((new[0], at))
         return 1
 
     def _write(self, history) -> None:

@@ -42,10 +42,10 @@ class Command(BaseCommand):
         if account is None:
             raise CommandError(f"account {account_id} did not exist then (or does not exist).")
         self.stdout.write(
-            f"account {account.account_id}\nowner    {account.owner}\nstatus   {account.status}\n"
+            f"account {account.id}\nowner    {account.owner}\nstatus   {account.status}\n"
             f"balance  {format_money(account.balance, account.currency)}\nversion  {account.version}\n"
         )
-        for event in EventStore().load(account.account_id, up_to_version=account.version):
+        for event in EventStore().load(account.id, up_to_version=account.version):
             amount = event.data.get("amount", event.data.get("initial_balance"))
             money = format_money(amount, account.currency) if amount is not None else ""
             why = event.metadata.get("reason") or event.metadata.get("source") or event.metadata.get("reference") or ""

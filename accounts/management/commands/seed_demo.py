@@ -73,21 +73,21 @@ class Command(BaseCommand):
                 steps += 1
                 self._random_command(rng, account, opened, f"{key}:{n}:{step}")
             if rng.random() < 0.04:
-                self._try(services.freeze, account_id=account.account_id, reason="suspicious activity", idempotency_key=f"{key}:{n}:freeze")
+                self._try(services.freeze, account_id=account.id, reason="suspicious activity", idempotency_key=f"{key}:{n}:freeze")
         last = opened[-1]
-        services.deposit(account_id=last.account_id, amount=100, source="seed complete", idempotency_key=done_key)
+        services.deposit(account_id=last.id, amount=100, source="seed complete", idempotency_key=done_key)
         self.stdout.write(f"Opened {count} accounts and ran {steps} commands on them.")
 
     def _random_command(self, rng, account, opened, key):
         roll = rng.random()
         amount = rng.choice([500, 1_250, 2_000, 4_999, 12_000, 30_000])
         if roll < 0.45:
-            self._try(services.deposit, account_id=account.account_id, amount=amount, source=rng.choice(SOURCES), idempotency_key=key)
+            self._try(services.deposit, account_id=account.id, amount=amount, source=rng.choice(SOURCES), idempotency_key=key)
         elif roll < 0.8:
-            self._try(services.withdraw, account_id=account.account_id, amount=amount, reason=rng.choice(REASONS), idempotency_key=key)
+            self._try(services.withdraw, account_id=account.id, amount=amount, reason=rng.choice(REASONS), idempotency_key=key)
         else:
             other = rng.choice(opened)
-            self._try(services.transfer, from_account_id=account.account_id, to_account_id=other.account_id,
+            self._try(services.transfer, from_account_id=account.id, to_account_id=other.id,
                       amount=amount, reference=f"invoice {rng.randint(1000, 9999)}", idempotency_key=key)  # fmt: skip
 
     @staticmethod

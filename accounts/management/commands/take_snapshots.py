@@ -26,5 +26,5 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from None
             taken += 1
             if not all:
-                self.stdout.write(f"{account.account_id}: snapshot at version {account.version}")
+                self.stdout.write(f"{account.id}: snapshot at version {account.version}")
         self.stdout.write(self.style.SUCCESS(f"{taken} snapshots taken"))
