@@ -1,6 +1,12 @@
 """Money as staff type it and read it: decimal strings <-> integer minor units.
 
 Exact decimal arithmetic only; a float never touches an amount.
+
+A point is the only decimal separator. A comma is accepted only as a
+thousands separator between groups of three digits ("1,250.00", "12,345"),
+and never where it could be a decimal comma: "12,50" or "1,5" is refused,
+not read as 1250 or 15, and a currency with three decimal places takes no
+comma at all ("1,250" in KWD could mean 1.250).
 """
 
 import re
@@ -9,7 +15,7 @@ from decimal import Decimal
 from accounts.domain import CURRENCIES
 
 
-_AMOUNT = re.compile(r"\d+(\.\d*)?|\.\d+", re.ASCII)
+_AMOUNT = re.compile(r"(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d*)?|\.\d+", re.ASCII)
 
 
 class AmountError(ValueError):
@@ -20,29 +26,50 @@ def decimals(currency: str) -> int:
     return CURRENCIES.get(currency, 2)
 
 
-def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool = False) -> int:
-    """'12.50' in EUR -> 1250. Refuses more decimals than the currency has, signs, and absurd sizes."""
+def _how_to_write(currency: str) -> str:
     places = decimals(currency)
-    cleaned = (text or "").strip().replace(",", "").replace("_", "")
-    if not cleaned:
+    if places == 3:
+        return "Use a point for decimals and no commas, like 1250.500."
+    if places == 0:
+        return f"{currency} has no decimals: use digits, with commas only between thousands, like 1,250."
+    return "Use a point for decimals and commas only between thousands, like 1,250.00."
+
+
+def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool = False) -> int:
+    """'1,250.50' in EUR -> 125050. Refuses decimal commas, extra decimals, signs and absurd sizes.
+
+    Every refusal repeats what was typed and says how to write it.
+    """
+    places = decimals(currency)
+    typed = (text or "").strip()
+    shown = f"“{typed[:40]}”"
+    if not typed:
         raise AmountError("Enter an amount.")
-    if len(cleaned) > 40:
+    if len(typed) > 40:
         raise AmountError("That amount is far too large.")
-    if cleaned.startswith("-"):
-        raise AmountError("The amount cannot be negative.")
-    if not _AMOUNT.fullmatch(cleaned):
-        raise AmountError(f"“{text.strip()[:40]}” is not an amount. Use digits and a decimal point, like 12.50.")
-    value = Decimal(cleaned)
+    if typed.startswith("-"):
+        raise AmountError(f"{shown} is negative; enter the amount without a sign.")
+    if "," in typed and places == 3:
+        raise AmountError(
+            f"{shown} has a comma, which in {currency} (three decimal places) could be read as a decimal "
+            f"separator. {_how_to_write(currency)}"
+        )
+    if not _AMOUNT.fullmatch(typed):
+        if "," in typed:
+            raise AmountError(f"{shown} has a comma that is not a thousands separator. {_how_to_write(currency)}")
+        raise AmountError(f"{shown} is not an amount. {_how_to_write(currency)}")
+    value = Decimal(typed.replace(",", ""))
     if value.as_tuple().exponent < -places:
         raise AmountError(
-            f"{currency} has {places} decimal place{'s' if places != 1 else ''}; "
-            f"{cleaned} has more." if places else f"{currency} has no decimal places; enter a whole amount."
+            f"{currency} has {places} decimal place{'s' if places != 1 else ''}; {shown} has more."
+            if places
+            else f"{currency} has no decimal places; {shown} has some. Enter a whole amount."
         )
     if value == 0 and not allow_zero:
         raise AmountError("The amount must be greater than zero.")
     minor = int(value.scaleb(places))
     if minor >= ceiling:
-        raise AmountError(f"The amount must be below {format_money(ceiling, currency)}.")
+        raise AmountError(f"{shown} is too large: the amount must be below {format_money(ceiling, currency)}.")
     return minor
 
 
