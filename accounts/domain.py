@@ -10,7 +10,8 @@ Invariants (checked here, and by the tests against a plain model):
       accounts of one currency;
   I4  an account closes only at a zero balance, and a closed account stays closed;
   I5  a transfer's two events carry the same transfer id and amount, so money is
-      conserved across the bank.
+      conserved across the bank;
+  I6  a balance never exceeds MAX_BALANCE.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ CURRENCIES = {
     "PLN": 2, "CZK": 2, "HUF": 2, "JPY": 0, "ISK": 0, "BHD": 3, "KWD": 3,
 }  # fmt: skip
 DEFAULT_AMOUNT_CEILING = 10**13  # minor units: 100 billion in a two-decimal currency
+# The largest balance the ledger records: read models hold balances in PostgreSQL's bigint.
+MAX_BALANCE = 2**63 - 1
 MAX_TEXT_LENGTH = 500
 MAX_OWNER_LENGTH = 200
 AGGREGATE_TYPE = "BankAccount"
@@ -64,8 +67,16 @@ class InvalidAmount(DomainError):
     pass
 
 
+class BalanceLimitExceeded(InvalidAmount):
+    pass
+
+
 class InvalidInput(DomainError):
     """Text or identifiers a command cannot use (blank reason, unknown currency, ...)."""
+
+
+class AccountBusy(DomainError):
+    """Another command held the account for longer than a member of staff should wait."""
 
 
 class SameAccountTransfer(DomainError):
@@ -205,6 +216,12 @@ def check_amount(amount, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
     return amount
 
 
+# Characters that make text display as something other than what it is: bidirectional
+# embeddings, overrides and isolates, and invisible spaces and joiners. Zero-width
+# (non-)joiners, U+200C and U+200D, stay allowed: Persian and Indic names need them.
+_SPOOFING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u2060\ufeff")
+
+
 def check_text(value, what: str, max_length: int = MAX_TEXT_LENGTH) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"A {what} is required.")
@@ -213,6 +230,14 @@ def check_text(value, what: str, max_length: int = MAX_TEXT_LENGTH) -> str:
         raise InvalidInput(f"The {what} must be at most {max_length} characters.")
     if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
         raise InvalidInput(f"The {what} contains control characters.")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise InvalidInput(f"The {what} contains a broken character (a lone UTF-16 surrogate).")
+    hidden = sorted({f"U+{ord(ch):04X}" for ch in value if ch in _SPOOFING})
+    if hidden:
+        raise InvalidInput(
+            f"The {what} contains invisible or direction-changing characters ({', '.join(hidden)}) "
+            "that would make it display as something it is not; type it again without them."
+        )
     return value
 
 
@@ -329,13 +354,22 @@ class BankAccount:
             raise InvalidAmount("The opening deposit must be zero or a positive whole number of minor units.")
         if initial_deposit >= ceiling:
             raise InvalidAmount(f"The amount must be below {ceiling:,} minor units.")
-        return [Opened(str(check_account_id(account_id)), owner, currency, initial_deposit)]
+        account_id = check_account_id(account_id)
+        BankAccount(account_id, currency=currency)._require_room(initial_deposit)
+        return [Opened(str(account_id), owner, currency, initial_deposit)]
 
     def _require_active(self) -> None:
         if self.status == CLOSED:
             raise AccountClosed(f"Account {self.id} is closed.")
         if self.status == FROZEN:
             raise AccountFrozen(f"Account {self.id} is frozen.")
+
+    def _require_room(self, amount: int) -> None:
+        if self.balance + amount > MAX_BALANCE:
+            raise BalanceLimitExceeded(
+                f"Account {self.id} holds {self.balance} minor units of {self.currency}; "
+                f"{amount} more would exceed the largest balance an account can hold ({MAX_BALANCE:,} minor units)."
+            )
 
     def _require_funds(self, amount: int) -> None:
         if amount > self.balance:
@@ -347,6 +381,7 @@ class BankAccount:
     def deposit(self, *, amount, source, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
         amount, source = check_amount(amount, ceiling), check_text(source, "source")
         self._require_active()
+        self._require_room(amount)
         return [Deposited(amount, source)]
 
     def withdraw(self, *, amount, reason, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
@@ -398,6 +433,7 @@ def transfer(
             f"in {target.currency}; a transfer needs one currency."
         )
     source._require_funds(amount)
+    target._require_room(amount)
     transfer_id = str(transfer_id)
     return (
         [TransferSent(transfer_id, str(target.id), amount, reference)],

@@ -56,8 +56,12 @@ class DailyStatement(models.Model):
     day = models.DateField(help_text="The day in UTC.")
     currency = models.CharField(max_length=3)
     opening_balance = models.BigIntegerField()
-    credits = models.BigIntegerField(help_text="Money in that day, in minor units.")
-    debits = models.BigIntegerField(help_text="Money out that day, in minor units.")
+    # A day's turnover is not bounded by any balance (deposit and withdraw the largest
+    # amount again and again), so it is summed in numeric, where bigint would overflow
+    # and halt the projection. Each amount is below 2**63 and an account has fewer
+    # than 2**31 events, so 30 digits always hold the total.
+    credits = models.DecimalField(max_digits=30, decimal_places=0, help_text="Money in that day, in minor units.")
+    debits = models.DecimalField(max_digits=30, decimal_places=0, help_text="Money out that day, in minor units.")
     closing_balance = models.BigIntegerField()
     event_count = models.PositiveIntegerField()
 

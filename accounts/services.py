@@ -10,7 +10,7 @@ subclasses with messages fit for staff.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable
 
 from django.conf import settings
@@ -19,6 +19,7 @@ from accounts import projections
 from accounts.domain import (
     AGGREGATE_TYPE,
     STATE_SCHEMA,
+    AccountBusy,
     AccountNotFound,
     BankAccount,
     InvalidInput,
@@ -26,9 +27,9 @@ from accounts.domain import (
 )
 from accounts.domain import transfer as decide_transfer
 from eventstore import db
-from eventstore.commands import IdempotencyKeyReused, run_command
+from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, recorded_results, run_command
 from eventstore.snapshots import crosses_snapshot_boundary, load_with_snapshot, lock_key, save_snapshot
-from eventstore.store import EventStore, NewEvent
+from eventstore.store import MAX_VERSION, EventStore, NewEvent
 
 store = EventStore()
 
@@ -59,13 +60,28 @@ def get_account(account_id, *, as_of: datetime | None = None, version: int | Non
         account_id = check_account_id(account_id)
     except AccountNotFound:
         return None
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
-        raise InvalidInput(f"A version must be a whole number of 0 or more, not {version!r}.")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION
+    ):
+        raise InvalidInput(f"A version must be a whole number from 0 to {MAX_VERSION}, not {version!r}.")
     if as_of is not None:
+        as_of = _in_utc(as_of)
         at_time = _version_at(account_id, as_of)
         version = at_time if version is None else min(version, at_time)
     account = _load(account_id, up_to_version=version)
     return account if account.exists else None
+
+
+def _in_utc(moment) -> datetime:
+    """The moment in UTC (naive means UTC): the database then never sees an offset it cannot store."""
+    if not isinstance(moment, datetime):
+        raise InvalidInput(f"A moment must be a date and time, not {moment!r}.")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidInput(f"{moment.isoformat()} is outside the calendar (years 1 to 9999 in UTC).") from None
 
 
 def _existing_locked(account_id: uuid.UUID) -> BankAccount:
@@ -102,21 +118,31 @@ def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[]
         projections.record_accounts(accounts)
         return accounts, {"accounts": [[str(a.id), a.version] for a in accounts]}
 
-    def replay(result):
-        return [_load(uuid.UUID(account_id), up_to_version=version) for account_id, version in result["accounts"]]
-
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key.strip()):
-        raise InvalidInput("An idempotency key must be a non-empty string.")
     try:
         return run_command(
             command,
             arguments=arguments,
             idempotency_key=idempotency_key,
             handle=handle,
-            replay=replay,
+            replay=_accounts_after,
         )
-    except IdempotencyKeyReused as error:
+    except (IdempotencyKeyReused, InvalidIdempotencyKey) as error:
         raise InvalidInput(str(error)) from None
+    except Busy:
+        raise AccountBusy(
+            "The account is busy: another command on it is still running. Nothing was done; try again in a moment."
+        ) from None
+
+
+def _accounts_after(result: dict) -> list[BankAccount]:
+    """The accounts as a recorded command left them, from its command-log result."""
+    return [_load(uuid.UUID(account_id), up_to_version=version) for account_id, version in result["accounts"]]
+
+
+def already_done(idempotency_keys) -> dict[str, list[BankAccount]]:
+    """Which of these keys the acting member of staff's commands already used, and the
+    accounts as each of those commands left them (to tell them what a form already did)."""
+    return {key: _accounts_after(result) for key, result in recorded_results(idempotency_keys).items()}
 
 
 def _metadata(idempotency_key, **why) -> dict:

@@ -7,8 +7,10 @@ failed append makes the whole surrounding transaction fail, as a command should.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Sequence
@@ -24,6 +26,7 @@ UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
 _CONFLICT_SQLSTATES = {"40001", "40P01"}
 _UNIQUE_VIOLATION = "23505"
 MAX_NAME_LENGTH = 255
+MAX_VERSION = 2**31 - 1  # events.version is a PostgreSQL integer
 
 
 class ConcurrencyConflict(Exception):
@@ -32,10 +35,31 @@ class ConcurrencyConflict(Exception):
     def __init__(self, aggregate_id, expected_version, detail=""):
         self.aggregate_id = aggregate_id
         self.expected_version = expected_version
+        if aggregate_id is None:
+            super().__init__(detail or "a concurrent writer got there first")
+            return
         super().__init__(
             f"aggregate {aggregate_id} moved past version {expected_version} "
             f"while this command was deciding{': ' + detail if detail else ''}"
         )
+
+
+# The appends of the command being run, so that a conflict found only when its
+# held-back writes reach the database (see db.deferred) can still name them.
+_appends: contextvars.ContextVar[list[tuple[uuid.UUID, int]] | None] = contextvars.ContextVar(
+    "appends_in_command", default=None
+)
+
+
+@contextmanager
+def recording_appends():
+    """Collect (aggregate id, expected version) of every append made inside the block."""
+    appends: list[tuple[uuid.UUID, int]] = []
+    token = _appends.set(appends)
+    try:
+        yield appends
+    finally:
+        _appends.reset(token)
 
 
 class InvalidAppend(ValueError):
@@ -201,6 +225,8 @@ class EventStore:
             if metadata_json is None:
                 metadata_json = _to_json("metadata", {**context.current(), **(metadata or {})})
             params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset]
+        if (appends := _appends.get()) is not None:
+            appends.append((aggregate_id, expected_version))
         try:
             db.write(insert_statement(len(events)), params)
         except DatabaseError as error:

@@ -131,7 +131,9 @@ def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatc
         return loaded
 
     monkeypatch.setattr(services, "_existing_locked", always_lose)
-    with pytest.raises(ConcurrencyConflict):
+    with pytest.raises(ConcurrencyConflict) as caught:
         services.withdraw(account_id=account.id, amount=5, reason="never lands")
     assert len(attempts) == MAX_ATTEMPTS
+    assert f"aggregate {account.id} moved past version {attempts[-1]}" in str(caught.value)
+    assert f"withdraw gave up after {MAX_ATTEMPTS} attempts" in str(caught.value)
     assert not any(e.event_type == "Withdrawn" for e in store.load(account.id))

@@ -121,6 +121,15 @@ def test_events_carry_who_why_and_which_command():
         (lambda a: services.open_account(owner="Bob", initial_deposit=-1), InvalidAmount),
         (lambda a: services.open_account(owner="Bob", initial_deposit=0, currency="XYZ"), InvalidInput),
         (lambda a: services.open_account(owner="Bob\x00", initial_deposit=0), InvalidInput),
+        (lambda a: services.deposit(account_id=a, amount=1, source="cash", idempotency_key="k" * 101), InvalidInput),
+        (lambda a: services.deposit(account_id=a, amount=1, source="cash", idempotency_key="k\x00"), InvalidInput),
+        (lambda a: services.deposit(account_id=a, amount=1, source="cash", idempotency_key="k\ud800"), InvalidInput),
+        (lambda a: services.deposit(account_id=a, amount=1, source="cash", idempotency_key=7), InvalidInput),
+        (lambda a: services.deposit(account_id=a, amount=1, source="cash\ud800"), InvalidInput),
+        (lambda a: services.withdraw(account_id=a, amount=1, reason="\udfff ATM"), InvalidInput),
+        (lambda a: services.open_account(owner="Bob \udc00", initial_deposit=0), InvalidInput),
+        (lambda a: services.get_account(a, version=2**31), InvalidInput),
+        (lambda a: services.get_account(a, as_of="yesterday"), InvalidInput),
     ],
 )
 def test_bad_input_raises_a_clear_domain_error_and_stores_nothing(call, error):
@@ -211,3 +220,62 @@ def test_get_account_as_of_a_time_replays_up_to_then():
     assert (then.balance, then.version) == (1001, 2)
     assert services.get_account(account.id, as_of=moment - datetime.timedelta(days=1)) is None
     assert services.get_account(account.id).balance == 1011
+
+
+SPOOFING = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+            "\u200b", "\u2060", "\ufeff"]  # fmt: skip
+
+
+@pytest.mark.parametrize("character", SPOOFING)
+def test_names_and_reasons_refuse_characters_that_make_text_display_as_something_else(character):
+    account = AccountFactory()
+    before = all_events_count()
+    with pytest.raises(InvalidInput, match=f"U\\+{ord(character):04X}"):
+        services.open_account(owner=f"Ann{character}Smith", initial_deposit=0)
+    with pytest.raises(InvalidInput, match="invisible or direction-changing"):
+        services.withdraw(account_id=account.id, amount=1, reason=f"rent{character}")
+    assert all_events_count() == before
+
+
+def test_zero_width_joiners_stay_allowed_for_persian_and_indic_names():
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a ZWNJ between two letters
+    indic = "\u0915\u094d\u200d\u0937"  # a ZWJ keeps the half form
+    for owner in (persian, indic):
+        assert services.open_account(owner=owner, initial_deposit=0).owner == owner
+
+
+def test_a_version_past_what_the_table_holds_is_refused_before_the_database(settings):
+    account = AccountFactory()
+    assert services.get_account(account.id, version=2**31 - 1) == services.get_account(account.id)
+    with pytest.raises(InvalidInput, match="from 0 to 2147483647"):
+        services.get_account(account.id, version=2**31)
+
+
+def test_a_moment_with_any_offset_is_read_in_utc():
+    account = AccountFactory()
+    far_east = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=16)))
+    assert services.get_account(account.id, as_of=far_east + datetime.timedelta(minutes=1)) == services.get_account(
+        account.id
+    )
+    with pytest.raises(InvalidInput, match="outside the calendar"):
+        services.get_account(account.id, as_of=datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14))))
+
+
+def test_a_balance_that_would_pass_the_ledgers_largest_is_refused_by_the_rules(settings):
+    from accounts.domain import MAX_BALANCE, BalanceLimitExceeded
+
+    settings.ACCOUNT_AMOUNT_CEILING = 2**64
+    half = 2**62
+    rich = AccountFactory(initial_deposit=half)
+    richer = services.deposit(account_id=rich.id, amount=half - 1, source="cash")
+    assert richer.balance == MAX_BALANCE
+    payer = AccountFactory(initial_deposit=5)
+    before = all_events_count()
+    with pytest.raises(BalanceLimitExceeded, match="largest balance"):
+        services.deposit(account_id=rich.id, amount=1, source="cash")
+    with pytest.raises(BalanceLimitExceeded):
+        services.transfer(from_account_id=payer.id, to_account_id=rich.id, amount=5, reference="r")
+    with pytest.raises(BalanceLimitExceeded):
+        services.open_account(owner="Croesus", initial_deposit=MAX_BALANCE + 1)
+    assert all_events_count() == before
+    assert Account.objects.get(account_id=rich.id).balance == MAX_BALANCE
