@@ -1,12 +1,12 @@
 """Staff forms. They turn typed text into service arguments; the rules stay in the domain.
 
-Every command form carries an idempotency key made when the page is rendered (a
-double click or a resubmitted POST then stores one event) and the account
-version the member of staff was looking at (to tell them if it moved).
+Every command form carries an idempotency key, which the view makes from the
+token in the page's address (a double click, a resubmitted POST or a submit
+after Back then stores one event), and the account version the member of
+staff was looking at (to tell them if it moved).
 """
 
 import datetime
-import uuid
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
@@ -15,14 +15,11 @@ from django.conf import settings
 
 from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
+from eventstore.commands import MAX_KEY_LENGTH
 
 
 class CommandForm(forms.Form):
-    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("initial", {}).setdefault("idempotency_key", str(uuid.uuid4()))
-        super().__init__(*args, **kwargs)
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=MAX_KEY_LENGTH)
 
 
 class AccountCommandForm(CommandForm):
@@ -96,10 +93,35 @@ class OpenAccountForm(CommandForm):
         return cleaned
 
 
+class MomentField(forms.DateTimeField):
+    """A moment in time, ISO 8601, returned in UTC (UTC too when typed without an offset).
+
+    Normalising to UTC here means the database never sees an offset it cannot
+    store (PostgreSQL takes at most ±15:59), and a moment that leaves the
+    calendar in UTC (9999-12-31T23:59:59-14:00) is refused here, not by a crash.
+    """
+
+    default_error_messages = {
+        "invalid": "Enter a date and time, like 2026-11-27T10:00:00 (UTC) or 2026-11-27T11:00:00+01:00.",
+        "out_of_range": "{value} is outside the calendar (years 1 to 9999 in UTC).",
+    }
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(datetime.timezone.utc)
+        except OverflowError:
+            raise forms.ValidationError(
+                self.error_messages["out_of_range"].format(value=str(value).strip()[:40]), code="out_of_range"
+            ) from None
+
+
 class AsOfForm(forms.Form):
     """The past-view picker: a moment, or a version."""
 
-    as_of = forms.DateTimeField(
+    as_of = MomentField(
         required=False, label="As of", widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1})
     )
     version = forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
@@ -110,12 +132,15 @@ class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, max_length=150)
     account = forms.UUIDField(required=False)
     correlation_id = forms.CharField(required=False, max_length=100)
-    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    since = MomentField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    until = MomentField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
 
     def __init__(self, *args, event_types=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["event_type"].choices = [("", "Any type")] + [(t, t) for t in event_types]
+
+
+LAST_MONTH = datetime.date(9999, 12, 1)
 
 
 class MonthForm(forms.Form):
@@ -128,9 +153,12 @@ class MonthForm(forms.Form):
         if not text:
             return None
         try:
-            return datetime.date.fromisoformat(f"{text}-01")
+            month = datetime.date.fromisoformat(f"{text}-01")
         except ValueError:
             raise forms.ValidationError("Choose a month, like 2026-11.") from None
+        if month >= LAST_MONTH:  # a statement needs the first day of the month after
+            raise forms.ValidationError("Choose a month up to 9999-11.")
+        return month
 
 
 class StaffLoginForm(AuthenticationForm):

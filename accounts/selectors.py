@@ -135,9 +135,10 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     return points
 
 
-def events_between(account_id, after_version: int, up_to_version: int) -> list[HistoryEntry]:
+def events_between(account_id, after_version: int, up_to_version: int, *, limit: int | None = None) -> list[HistoryEntry]:
+    """The account's events after one version up to another, oldest first; at most `limit` of them."""
     events = Event.objects.filter(aggregate_id=account_id, version__gt=after_version, version__lte=up_to_version)
-    return [HistoryEntry(e, upcasters.upcast(e.event_type, e.event_data)) for e in events.order_by("version")]
+    return [HistoryEntry(e, upcasters.upcast(e.event_type, e.event_data)) for e in events.order_by("version")[:limit]]
 
 
 # --- audit log --------------------------------------------------------------------

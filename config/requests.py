@@ -1,0 +1,74 @@
+"""What every web request gets before a view runs: NUL bytes refused, database waits bounded.
+
+* A NUL byte cannot be stored in PostgreSQL text, so one in the address, the
+  query string or a form reaches the database as an error. Forms refuse it
+  field by field; this refuses it for every page at once, the admin's filters
+  and object addresses included, with a 400 that says what was wrong.
+* A member of staff should not wait behind another transaction for minutes:
+  the web's connections get a lock timeout and a statement timeout
+  (WEB_LOCK_TIMEOUT_MS, WEB_STATEMENT_TIMEOUT_MS). A command that waits too long
+  for its account's lock is refused with "the account is busy; nothing was
+  done". Management commands and projection runners keep the server's defaults:
+  a rebuild may rightly run for an hour.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from django.conf import settings
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
+from django.shortcuts import render
+
+_serving_request: contextvars.ContextVar[bool] = contextvars.ContextVar("serving_request", default=False)
+
+
+def _has_nul(request) -> bool:
+    if "\x00" in request.path:
+        return True
+    for data in (request.GET, request.POST):
+        for key, values in data.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                return True
+    return False
+
+
+class RefuseNulMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if _has_nul(request):
+            return render(
+                request,
+                "400.html",
+                {"reason": "The address or the form contained a NUL character (%00), which no field accepts."},
+                status=400,
+            )
+        return self.get_response(request)
+
+
+class DatabaseTimeoutsMiddleware:
+    """Marks the request so that the connections it opens get the web's timeouts."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = _serving_request.set(True)
+        try:
+            return self.get_response(request)
+        finally:
+            _serving_request.reset(token)
+
+
+@receiver(connection_created)
+def _bound_waits(sender, connection, **kwargs):
+    # Django opens a connection lazily, inside the request that first needs it.
+    if _serving_request.get():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                [f"{settings.WEB_LOCK_TIMEOUT_MS}ms", f"{settings.WEB_STATEMENT_TIMEOUT_MS}ms"],
+            )
