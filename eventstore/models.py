@@ -24,9 +24,9 @@ class TransactionIdField(models.Field):
 
 class Event(models.Model):
     id = models.BigAutoField(primary_key=True)
-    aggregate_type = models.CharField(max_length=255)
+    aggregate_type = models.TextField()
     aggregate_id = models.UUIDField()
-    event_type = models.CharField(max_length=255)
+    event_type = models.TextField()
     event_data = models.JSONField()
     metadata = models.JSONField(null=True)
     version = models.IntegerField()

@@ -1,29 +1,44 @@
 """The events table the migration made is the seed's, plus the position and guards."""
 
 import pytest
-from django.db import connection
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
 
+from accounts.roles import ROLES
 from eventstore.models import Event
+from eventstore.snapshots import save_snapshot
+from tests.conftest import new_events, new_id
 
 pytestmark = pytest.mark.django_db
 
 SEED_COLUMNS = {
     "id": ("bigint", "NO"),
-    "aggregate_type": ("character varying", "NO"),
+    "aggregate_type": ("text", "NO"),
     "aggregate_id": ("uuid", "NO"),
-    "event_type": ("character varying", "NO"),
+    "event_type": ("text", "NO"),
     "event_data": ("jsonb", "NO"),
     "metadata": ("jsonb", "YES"),
     "version": ("integer", "NO"),
-    "created_at": ("timestamp with time zone", "YES"),
+    "created_at": ("timestamp with time zone", "NO"),
     "transaction_id": ("xid8", "NO"),
 }
+BEFORE_SEED_TYPES = ("eventstore", "0007_notify_on_append")
 
 
 def query(sql, params=()):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def column_types():
+    """The columns migration 0008 changes: their full SQL type and whether they take NULL."""
+    rows = query(
+        "SELECT attname, format_type(atttypid, atttypmod), NOT attnotnull FROM pg_attribute "
+        "WHERE attrelid = 'events'::regclass AND attname IN ('aggregate_type', 'event_type', 'created_at')"
+    )
+    return {name: (kind, nullable) for name, kind, nullable in rows}
 
 
 def test_events_table_has_the_seed_columns_with_their_types_plus_transaction_id():
@@ -64,8 +79,6 @@ def test_guards_are_installed_as_triggers():
 
 
 def test_orm_reads_what_the_store_appended(store):
-    from tests.conftest import new_events, new_id
-
     aggregate = new_id()
     assert store.append(aggregate, "Thing", 0, new_events("Made", "Painted", colour="red")) == 2
     stored = store.load(aggregate)
@@ -76,27 +89,116 @@ def test_orm_reads_what_the_store_appended(store):
     assert rows[0].transaction_id == stored[0].transaction_id > 0
 
 
+def loaded(aggregate):
+    """What events_load gives for the whole history, with the SQL type of event_type."""
+    return query(
+        "SELECT event_type, pg_typeof(event_type)::text, version FROM events_load(%s, 1, %s, NULL)",
+        [aggregate, 2**31 - 1],
+    )
+
+
+def test_events_load_returns_the_snapshot_row_then_the_tail_as_text(store):
+    aggregate = new_id()
+    store.append(aggregate, "Thing", 0, new_events("Made", "Painted", "Sold"))
+    save_snapshot(aggregate, "Thing", version=1, schema=1, state={})
+    assert loaded(aggregate) == [(None, "text", 1), ("Painted", "text", 2), ("Sold", "text", 3)]
+
+
+# Migrating moves the graph's applied state, so each step needs a fresh executor.
+def migrate(*targets):
+    MigrationExecutor(connection).migrate(list(targets))
+
+
+def migrate_fully():
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def unapplied():
+    executor = MigrationExecutor(connection)
+    return [migration.name for migration, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())]
+
+
+def exists(kind, name):
+    sql = {
+        "table": "SELECT to_regclass(%s) IS NOT NULL",
+        "function": "SELECT to_regproc(%s) IS NOT NULL",
+    }[kind]
+    return query(sql, [name])[0][0]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_reverses_cleanly_and_reapplies():
-    from django.db.migrations.executor import MigrationExecutor
-
-    def migrate(target):
-        executor = MigrationExecutor(connection)
-        executor.migrate([("eventstore", target)])
-
-    def exists(kind, name):
-        sql = {
-            "table": "SELECT to_regclass(%s) IS NOT NULL",
-            "function": "SELECT to_regproc(%s) IS NOT NULL",
-        }[kind]
-        return query(sql, [name])[0][0]
-
-    migrate(None)
+    migrate(("eventstore", None))
     try:
         assert not exists("table", "events")
         assert not exists("function", "events_check_append")
         assert not exists("function", "events_reject_change")
     finally:
-        migrate("0001_events")
+        # Later tests need every app's migrations, the accounts app's (which depend on eventstore) too.
+        migrate_fully()
+    assert unapplied() == []
     assert exists("table", "events")
     assert exists("function", "events_check_append")
+    # The accounts data migration went down with eventstore; coming back up, it made the groups again.
+    assert set(Group.objects.values_list("name", flat=True)) >= set(ROLES)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reversing_the_seed_types_restores_varchar_a_nullable_created_at_and_the_old_events_load(store):
+    aggregate = new_id()
+    try:
+        migrate(BEFORE_SEED_TYPES)
+        assert column_types() == {
+            "aggregate_type": ("character varying(255)", False),
+            "event_type": ("character varying(255)", False),
+            "created_at": ("timestamp with time zone", True),
+        }
+        store.append(aggregate, "Thing", 0, new_events("Made", "Painted", "Sold"))
+        save_snapshot(aggregate, "Thing", version=1, schema=1, state={})
+        assert loaded(aggregate) == [
+            (None, "character varying", 1),
+            ("Painted", "character varying", 2),
+            ("Sold", "character varying", 3),
+        ]
+    finally:
+        migrate_fully()
+    assert unapplied() == []
+    assert column_types() == {
+        "aggregate_type": ("text", False),
+        "event_type": ("text", False),
+        "created_at": ("timestamp with time zone", False),
+    }
+    assert loaded(aggregate) == [(None, "text", 1), ("Painted", "text", 2), ("Sold", "text", 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_without_created_at_stops_the_migration_which_rewrites_nothing():
+    def event():
+        return query(
+            "SELECT id, aggregate_type, event_type, event_data::text, version, created_at, transaction_id::text "
+            "FROM events WHERE aggregate_id = %s",
+            [aggregate],
+        )
+
+    aggregate = new_id()
+    try:
+        migrate(BEFORE_SEED_TYPES)
+        query(
+            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, created_at) "
+            "VALUES (%s, 'Thing', 'Made', '{}', 1, NULL) RETURNING id",
+            [aggregate],
+        )
+        before = event()
+        with pytest.raises(DatabaseError, match=r"events without a created_at: 1 \(ids \d+\)") as stopped:
+            migrate_fully()
+        assert "Nothing was rewritten" in str(stopped.value)
+        assert "manage.py migrate again" in str(stopped.value)
+        assert event() == before
+        assert unapplied() == ["0008_seed_column_types"]
+        assert column_types()["created_at"] == ("timestamp with time zone", True)
+    finally:
+        # The table is append-only: only dropping it removes the event.
+        migrate(("eventstore", None))
+        migrate_fully()
+    assert unapplied() == []
