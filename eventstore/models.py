@@ -81,10 +81,12 @@ class CommandLog(models.Model):
     """One row per command that carried an idempotency key, written in its transaction.
 
     The same key again returns `result` and stores nothing; the same key with
-    other arguments (a different `arguments_hash`) is refused.
+    other arguments (a different `arguments_hash`) is refused. Keys are stored
+    namespaced by the actor, so one person's key never answers for another.
     """
 
-    key = models.CharField(max_length=200, primary_key=True)
+    # "<actor>:<key>": a username (up to 150 characters) or system actor, then the caller's key (up to 100).
+    key = models.CharField(max_length=300, primary_key=True)
     command = models.CharField(max_length=100)
     arguments_hash = models.CharField(max_length=64)
     result = models.JSONField()

@@ -98,3 +98,11 @@ def test_keys_are_checked_before_anything_is_stored():
     assert deposits(account.id) == []
     assert services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k" * 100).version == 2
 
+
+
+def test_the_longest_username_with_the_longest_key_fits_the_command_log():
+    account = AccountFactory(initial_deposit=0)
+    with metadata_context(actor="u" * 150):
+        services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k" * 100)
+        again = services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k" * 100)
+    assert again.balance == 5 and len(deposits(account.id)) == 1
