@@ -195,7 +195,7 @@ def test_an_event_without_created_at_stops_the_migration_which_rewrites_nothing(
         assert "Nothing was rewritten" in str(stopped.value)
         assert "manage.py migrate again" in str(stopped.value)
         assert event() == before
-        assert unapplied() == ["0008_seed_column_types"]
+        assert unapplied()[0] == "0008_seed_column_types"  # and what follows it
         assert column_types()["created_at"] == ("timestamp with time zone", True)
     finally:
         # The table is append-only: only dropping it removes the event.
