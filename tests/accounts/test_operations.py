@@ -1,5 +1,6 @@
 """Operating the projections while the bank works: rebuilds under load, killed runners, commands."""
 
+import datetime
 import io
 import signal
 import threading
@@ -11,10 +12,11 @@ from django.db import connection
 
 from accounts import services
 from accounts.domain import DomainError
-from accounts.models import Account
+from accounts.models import Account, DailyStatement
 from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
+from eventstore.store import EventStore
 from tests.conftest import manage, run_threads
 from tests.factories import AccountFactory
 
@@ -137,7 +139,7 @@ def test_two_runners_one_works_the_other_waits_then_takes_over():
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM events")
         assert projections.checkpoint("daily_statements").events_applied == cursor.fetchone()[0]
-    assert account.id
+    assert DailyStatement.objects.get(account_id=account.id).closing_balance == 6  # projected after the takeover
 
 
 def _last_event_id():
@@ -209,3 +211,83 @@ def test_generated_histories_are_valid_and_projected():
         assert services.get_account(account.account_id).balance == account.balance
     with pytest.raises(CommandError):
         call_command("generate_events", "--accounts", "5", "--events", "2")
+
+
+@pytest.mark.parametrize(
+    "moment, message",
+    [
+        ("2026-02-30T10:00:00", "--as-of: Enter a date and time"),  # well formed, but February has no 30th
+        ("9999-12-31T23:59:59-14:00", "--as-of: .* is outside the calendar"),  # year 10000 in UTC
+        ("0001-01-01T00:00:00+14:00", "--as-of: .* is outside the calendar"),  # year 0 in UTC
+        ("yesterday", "--as-of: Enter a date and time"),
+    ],
+)
+def test_replay_account_refuses_a_moment_it_cannot_place_with_a_command_error(moment, message):
+    account = AccountFactory()
+    with pytest.raises(CommandError, match=message):
+        call_command("replay_account", str(account.id), "--as-of", moment, stdout=io.StringIO())
+
+
+def test_replay_account_reads_an_offset_postgresql_cannot_store_as_that_moment_in_utc():
+    account = AccountFactory(initial_deposit=1_000)
+    opened = EventStore().load(account.id)[0].created_at
+    plus_sixteen = datetime.timezone(datetime.timedelta(hours=16))
+    out = io.StringIO()
+    after = (opened + datetime.timedelta(minutes=1)).astimezone(plus_sixteen).isoformat()
+    call_command("replay_account", str(account.id), "--as-of", after, stdout=out)
+    assert "10.00 EUR" in out.getvalue()
+    # An hour before the opening; 15 hours after it if the offset were dropped.
+    before = (opened - datetime.timedelta(hours=1)).astimezone(plus_sixteen).isoformat()
+    with pytest.raises(CommandError, match="did not exist"):
+        call_command("replay_account", str(account.id), "--as-of", before)
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "2147483648", "99999999999999999999"])
+def test_replay_account_refuses_a_version_outside_postgresql_integers_with_a_command_error(version):
+    account = AccountFactory()
+    with pytest.raises(CommandError, match="--version must be a whole number from 1 to 2147483647"):
+        call_command("replay_account", str(account.id), "--version", version, stdout=io.StringIO())
+
+
+def test_replay_account_accepts_the_largest_version_and_shows_the_account_as_it_is_now():
+    account = AccountFactory(initial_deposit=1_000)
+    services.withdraw(account_id=account.id, amount=250, reason="ATM")
+    out = io.StringIO()
+    call_command("replay_account", str(account.id), "--version", "2147483647", stdout=out)
+    assert "7.50 EUR" in out.getvalue() and "version  2" in out.getvalue()
+
+
+@pytest.mark.parametrize("command", ["verify_projections", "verify_event_store"])
+@pytest.mark.parametrize("show", ["-1", "0", "2147483648", "many"])
+def test_verify_commands_refuse_a_show_count_outside_1_to_2147483647_with_a_command_error(command, show):
+    with pytest.raises(CommandError, match="--show: must be a whole number from 1 to 2147483647"):
+        call_command(command, "--show", show, stdout=io.StringIO())
+
+
+def test_verify_projections_showing_one_difference_still_reports_the_drift():
+    account = AccountFactory(initial_deposit=100)
+    Account.objects.filter(account_id=account.id).update(status="frozen")
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_projections", "accounts", "--show", "1", stdout=out)
+    assert caught.value.returncode == 1
+    assert "accounts: DRIFT" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["replay_account", "00000000-0000-0000-0000-000000000000", "--as-of", "2026-02-30T10:00:00"],
+         "Enter a date and time"),
+        (["replay_account", "00000000-0000-0000-0000-000000000000", "--version", "2147483648"],
+         "--version must be a whole number from 1 to 2147483647"),
+        (["verify_projections", "--show", "-1"], "--show: must be a whole number from 1 to 2147483647"),
+        (["verify_event_store", "--show", "-1"], "--show: must be a whole number from 1 to 2147483647"),
+    ],
+)  # fmt: skip
+def test_bad_command_input_from_the_shell_exits_non_zero_with_a_message_not_a_traceback(args, message):
+    process = manage(*args)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert message in output
+    assert "Traceback" not in output

@@ -1,15 +1,13 @@
 """replay_account: an account's state and history, now or as it was."""
 
-import datetime
-
+from django import forms
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from accounts import services
 from accounts.domain import DomainError
+from accounts.forms import MomentField
 from accounts.money import format_money
-from eventstore.store import EventStore
+from eventstore.store import MAX_VERSION, EventStore
 
 
 class Command(BaseCommand):
@@ -23,18 +21,18 @@ class Command(BaseCommand):
         parser.add_argument("account_id")
         when = parser.add_mutually_exclusive_group()
         when.add_argument("--as-of", help="A moment, ISO 8601 (e.g. 2026-11-27T10:00:00Z; UTC if no zone).")
-        when.add_argument("--version", type=int, help="A version (1 is the opening).")
+        when.add_argument("--version", type=int, help=f"A version, 1 (the opening) to {MAX_VERSION}.")
 
     def handle(self, *args, account_id, as_of, version, **options):
         moment = None
         if as_of:
-            moment = parse_datetime(as_of)
-            if moment is None:
-                raise CommandError(f"--as-of {as_of!r} is not an ISO 8601 date and time.")
-            if timezone.is_naive(moment):
-                moment = timezone.make_aware(moment, datetime.timezone.utc)
-        if version is not None and version < 1:
-            raise CommandError("--version must be 1 or more.")
+            try:
+                # The pages' field, so that a moment means the same typed here or there.
+                moment = MomentField().clean(as_of)
+            except forms.ValidationError as error:
+                raise CommandError(f"--as-of: {' '.join(error.messages)}") from None
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise CommandError(f"--version must be a whole number from 1 to {MAX_VERSION}, not {version}.")
         try:
             account = services.get_account(account_id, as_of=moment, version=version)
         except DomainError as error:

@@ -3,6 +3,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from eventstore.management.commands.verify_projections import MAX_SHOWN, example_count
+
 GUARDS = {"events_no_update", "events_no_delete", "events_no_truncate", "events_append_guard"}
 
 CHECKS = [
@@ -35,7 +37,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--show", type=int, default=20, help="At most this many examples per finding.")
+        parser.add_argument(
+            "--show", type=example_count, default=20, help=f"At most this many examples per finding, 1 to {MAX_SHOWN}."
+        )
 
     def handle(self, *args, show, **options):
         findings = self._guards()
