@@ -25,8 +25,9 @@ def main(argv):
     parser.add_argument("--hot", type=int, default=4, help="How many of them take half the traffic (default 4).")
     parser.add_argument("--seed", type=int, default=None)
     options = parser.parse_args(argv)
-    if options.seconds <= 0 or options.workers < 1 or options.hot < 2 or options.accounts < options.hot:
-        parser.error("need --seconds > 0, --workers >= 1, --hot >= 2 and --accounts >= --hot")
+    # Workers pick cold accounts from those past the hot ones: there must be some.
+    if options.seconds <= 0 or options.workers < 1 or options.hot < 2 or options.accounts <= options.hot:
+        parser.error("need --seconds > 0, --workers >= 1, --hot >= 2 and --accounts > --hot")
     started = time.monotonic()
     violations = soak(options)
     print(f"\nsoak finished in {time.monotonic() - started:.0f} s with {violations} violations")

@@ -42,6 +42,12 @@ def check(totals, outcomes) -> int:
         checked += 1
         findings.extend(f"{name}: {problem}" for problem in problems)
 
+    # A run that did nothing would pass every other check: it proves nothing.
+    attempted, succeeded = totals.get("attempted", 0), totals.get("succeeded", 0)
+    invariant("commands were attempted and some succeeded", [] if succeeded else [
+        f"{attempted:,} commands attempted, none succeeded" if attempted else "no command was attempted"
+    ])  # fmt: skip
+
     try:
         call_command("verify_event_store", stdout=io.StringIO())
         invariant("versions 1..N, guards, global order", [])

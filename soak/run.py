@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import threading
 import time
 import uuid
 from collections import Counter
@@ -15,6 +16,7 @@ from bench.harness import bench_database
 from bench.workers import database_url
 
 SOAK_DATABASE = "bank_soak"
+READY_TIMEOUT = 120  # seconds for every spawned process to start; past it, one has surely died
 
 
 def soak(options) -> int:
@@ -28,14 +30,24 @@ def soak(options) -> int:
         connections.close_all()  # the chaos would kill it; the checks open a new one afterwards
         context = multiprocessing.get_context("spawn")
         results, stop = context.Queue(), context.Event()
+        # Spawned processes take seconds to import Django: a clock started with them could run out
+        # before the first command. It starts when every one of them, and we, reach this barrier.
+        ready = context.Barrier(options.workers + 2)
         seed = options.seed if options.seed is not None else random.randrange(10**9)
         workers = [
-            context.Process(target=_worker, args=(conninfo, accounts, options.hot, seed + n, stop, results))
+            context.Process(target=_worker, args=(conninfo, accounts, options.hot, seed + n, ready, stop, results))
             for n in range(options.workers)
         ]
-        chaos = context.Process(target=_chaos, args=(conninfo, seed, stop, results))
+        chaos = context.Process(target=_chaos, args=(conninfo, seed, ready, stop, results))
         for process in [*workers, chaos]:
             process.start()
+        try:
+            ready.wait(timeout=READY_TIMEOUT)
+        except threading.BrokenBarrierError:
+            for process in [*workers, chaos]:
+                process.terminate()
+                process.join(timeout=60)
+            raise SystemExit(f"soak: the workers and chaos were not all ready within {READY_TIMEOUT} s") from None
         time.sleep(options.seconds)
         stop.set()
         totals, outcomes = Counter(), {}
@@ -58,7 +70,7 @@ def _setup_django(conninfo):
     django.setup()
 
 
-def _worker(conninfo, accounts, hot, seed, stop, results):
+def _worker(conninfo, accounts, hot, seed, ready, stop, results):
     """Random commands until told to stop; reports counts and each key's definite outcome."""
     _setup_django(conninfo)
     from django.db import DatabaseError, connections
@@ -68,6 +80,7 @@ def _worker(conninfo, accounts, hot, seed, stop, results):
     from eventstore.store import ConcurrencyConflict
 
     rng, counts, outcomes = random.Random(seed), Counter(), {}
+    ready.wait()
 
     def pick():
         return rng.choice(accounts[:hot]) if rng.random() < 0.5 else rng.choice(accounts[hot:])
@@ -119,11 +132,12 @@ def _command(rng, services, pick):
     return "close_account", lambda k: services.close_account(account_id=account, reason="soak", idempotency_key=k), 1
 
 
-def _chaos(conninfo, seed, stop, results):
+def _chaos(conninfo, seed, ready, stop, results):
     """Kill connections, cancel statements, hold transactions open, at random."""
     rng, counts = random.Random(seed ^ 0xC4A05), Counter()
     with psycopg.connect(**conninfo, autocommit=True) as admin:
         own = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
+        ready.wait()
         while not stop.is_set():
             time.sleep(rng.uniform(0.05, 0.4))
             victims = [pid for (pid,) in admin.execute(
