@@ -42,13 +42,25 @@ def test_logins_are_throttled_after_five_failures_even_with_the_right_password()
     assert "_auth_user_id" not in client.session
 
 
-def test_a_successful_login_before_the_limit_resets_the_count():
+def failures_after_four_failures_and_a_success():
+    """Fail four times, log in, then fail four more times; the statuses of the last four."""
     UserFactory(username="forgetful")
+    wrong = {"username": "forgetful", "password": "wrong"}
+    right = {"username": "forgetful", "password": "correct horse battery staple"}
     client = Client(REMOTE_ADDR="203.0.113.10")
-    for _ in range(4):
-        client.post("/login/", {"username": "forgetful", "password": "wrong"})
-    response = client.post("/login/", {"username": "forgetful", "password": "correct horse battery staple"})
-    assert response.status_code == 302
+    assert [client.post("/login/", wrong).status_code for _ in range(4)] == [200, 200, 200, 200]
+    assert client.post("/login/", right).status_code == 302
+    again = Client(REMOTE_ADDR="203.0.113.10")  # logged out, from the same address
+    return [again.post("/login/", wrong).status_code for _ in range(4)]
+
+
+def test_a_successful_login_before_the_limit_resets_the_count():
+    assert failures_after_four_failures_and_a_success() == [200, 200, 200, 200]
+
+
+def test_without_the_reset_on_success_the_fifth_failure_overall_locks_out(settings):
+    settings.AXES_RESET_ON_SUCCESS = False
+    assert failures_after_four_failures_and_a_success() == [429, 429, 429, 429]
 
 
 def test_production_cookies_are_secure_and_http_only_and_https_is_enforced():
