@@ -5,18 +5,23 @@ DATABASE_URL must come from the environment; there is no default for any of
 them, and production never starts the embedded PostgreSQL that development uses.
 """
 
+import os
+
 from django.core.exceptions import ImproperlyConfigured
 
 from config.base import *  # noqa: F403
 from config.base import STORAGES, database, env
 
-if not env.str("DATABASE_URL", default=""):
-    raise ImproperlyConfigured(
-        "config.production needs DATABASE_URL (postgres://USER:PASSWORD@HOST:5432/NAME): "
-        "production never starts the embedded PostgreSQL."
-    )
-DATABASES = {"default": database(env.str("DATABASE_URL"))}
+# The shared settings give development defaults for these; production takes none.
+REQUIRED = {
+    "DATABASE_URL": "postgres://USER:PASSWORD@HOST:5432/NAME; production never starts the embedded PostgreSQL",
+    "ALLOWED_HOSTS": "the host names the site answers to, comma-separated",
+}
+for name, meaning in REQUIRED.items():
+    if not os.environ.get(name, "").strip():
+        raise ImproperlyConfigured(f"config.production needs {name} ({meaning}).")
 
+DATABASES = {"default": database(env.str("DATABASE_URL"))}
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")

@@ -46,3 +46,13 @@ def test_production_without_a_database_url_stops_at_once_and_never_starts_the_em
     assert "ImproperlyConfigured config.production needs DATABASE_URL" in result.stdout, result.stderr
     assert "production never starts the embedded PostgreSQL" in result.stdout
     assert result.stdout.strip().endswith("embedded not started")
+
+
+def test_production_without_allowed_hosts_stops_instead_of_taking_the_development_default():
+    env = {k: v for k, v in os.environ.items() if k not in ("ALLOWED_HOSTS", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+    env |= {"DJANGO_SETTINGS_MODULE": "config.production", "SECRET_KEY": "s" * 60}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "config.production needs ALLOWED_HOSTS" in result.stderr
