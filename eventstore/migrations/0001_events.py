@@ -1,7 +1,7 @@
 """The events table: the seed's schema, the commit-safe position, and the guards.
 
 Guards live in the database so that no code path (a shell, a script, a future
-bug) can rewrite history: see DESIGN.md, "The events table".
+bug) can rewrite history: see docs/architecture.md, "The events table".
 """
 
 from django.db import migrations, models
