@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,12 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
 
 
 
-@pytest.fixture
-def page(live_server, monkeypatch):
-    """A Chromium page on the live test server, started after (and stopped before) the database."""
+@contextmanager
+def chromium_page(live_server, monkeypatch, *, back_forward_cache: bool = False):
+    """A Chromium page on the live test server, started after (and stopped before) the database.
+
+    Playwright turns Chromium's back-forward cache off; `back_forward_cache` keeps it on.
+    """
     if not shutil.which(CHROMIUM):
         if os.environ.get("REQUIRE_BROWSER"):
             pytest.fail(f"REQUIRE_BROWSER is set but there is no Chromium at {CHROMIUM}")
@@ -31,7 +35,10 @@ def page(live_server, monkeypatch):
     # own ORM calls (set-up and checks) are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS,
+            ignore_default_args=["--disable-back-forward-cache"] if back_forward_cache else None,
+        )  # fmt: skip
         context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
         page = context.new_page()
         page.set_default_timeout(15_000)
@@ -39,6 +46,12 @@ def page(live_server, monkeypatch):
         browser.close()
         # ORM calls made while the loop ran opened connections of their own context.
         connections.close_all()
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    with chromium_page(live_server, monkeypatch) as page:
+        yield page
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Chromium runs once with its back-forward cache (the page comes back as it was
 left, typed values and all) and once without it (Playwright's default: the page
-is loaded again). Either way the form carries the keys of the page it was on.
+is loaded again, from the browser's cache or the server, without the amount
+typed). Either way the form carries the keys of the page it was on.
 """
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from accounts import services
 from accounts.models import Account
 from eventstore.store import EventStore
-from tests.browser.conftest import FLAGS
+from tests.browser.conftest import chromium_page
 from tests.browser.test_staff_flow import log_in
 from tests.factories import AccountFactory, UserFactory
 
@@ -19,31 +20,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 @pytest.fixture(params=["back-forward cache on", "back-forward cache off"])
 def browser_page(request, live_server, monkeypatch):
-    import os
-    import shutil
-
-    from tests.browser.conftest import CHROMIUM
-
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("REQUIRE_BROWSER"):
-            pytest.fail(f"REQUIRE_BROWSER is set but there is no Chromium at {CHROMIUM}")
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    from django.db import connections
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     cache_on = request.param == "back-forward cache on"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=FLAGS,
-            ignore_default_args=["--disable-back-forward-cache"] if cache_on else None,
-        )  # fmt: skip
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
+    with chromium_page(live_server, monkeypatch, back_forward_cache=cache_on) as page:
         yield page, cache_on
-        browser.close()
-        connections.close_all()
 
 
 def mark(page):
