@@ -1,13 +1,16 @@
 """The application's database role cannot rewrite history, even with the triggers out of the way."""
 
 import io
+import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.test import Client
+from django.urls import reverse
 
 from accounts import services
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 ROLE = "bank_app_test_role"
@@ -31,6 +34,18 @@ def test_the_app_role_works_the_bank_but_cannot_update_delete_truncate_or_disabl
         after = services.deposit(account_id=account.id, amount=5, source="cash")
         assert after.balance == 1_005
         assert services.get_account(account.id).balance == 1_005
+        # A teller's page and its form keys, read and written as the application role.
+        client = Client()
+        client.force_login(UserFactory(role="teller"))
+        token = str(uuid.uuid4())
+        posted = client.post(
+            reverse("accounts:command", args=[account.id, "deposit"]),
+            {"deposit-amount": "1.00", "deposit-source": "cash", "deposit-expected_version": 2,
+             "deposit-idempotency_key": f"{token}:deposit"},
+        )  # fmt: skip
+        assert posted.status_code == 302
+        page = client.get(reverse("accounts:detail", args=[account.id]), {"form": token}).content.decode()
+        assert "Already done: this page's deposit form was submitted" in page
         assert "permission denied" in refused("UPDATE events SET event_data = '{}'")
         assert "permission denied" in refused("DELETE FROM events")
         assert "permission denied" in refused("TRUNCATE events")
@@ -39,7 +54,7 @@ def test_the_app_role_works_the_bank_but_cannot_update_delete_truncate_or_disabl
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET ROLE")
-    assert len(services.store.load(account.id)) == 2
+    assert len(services.store.load(account.id)) == 3
 
 
 def test_the_command_refuses_a_missing_or_superuser_role():
