@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import datetime
 
 from django.db import connection
 from psycopg import sql
@@ -52,13 +53,11 @@ def _upsert_accounts(table: str, rows: list[tuple], placeholder: str) -> None:
     db.write(statement, [value for row in rows for value in row])
 
 
-def record_accounts(accounts: list[BankAccount]) -> None:
-    """Inline, from a command: the accounts' states after the events it just appended.
-
-    The times are the transaction's now(), which is exactly the created_at of those events.
-    """
-    rows = [_state_row(account) for account in accounts]
-    _upsert_accounts("account_read_model", rows, "(%s, %s, %s, %s, %s, %s, now(), now())")
+def record_accounts(accounts: list[BankAccount], moment: datetime) -> None:
+    """Inline, from a command: the accounts' states after the events it just appended,
+    dated `moment`, the created_at of those events (so that a replay gives the same row)."""
+    rows = [(*_state_row(account), moment, moment) for account in accounts]
+    _upsert_accounts("account_read_model", rows, "(%s, %s, %s, %s, %s, %s, %s, %s)")
 
 
 class AccountProjection(Projection):

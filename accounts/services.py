@@ -23,6 +23,7 @@ from accounts.domain import (
     AccountNotFound,
     BankAccount,
     InvalidInput,
+    UnreadableEvent,
     check_account_id,
 )
 from accounts.domain import transfer as decide_transfer
@@ -41,10 +42,21 @@ def _ceiling() -> int:
 # --- reading --------------------------------------------------------------------
 
 
-def _load(account_id: uuid.UUID, up_to_version: int | None = None, *, lock: bool = False) -> BankAccount:
-    snapshot, events = load_with_snapshot(account_id, schema=STATE_SCHEMA, up_to_version=up_to_version, lock=lock)
-    start = BankAccount.from_snapshot(snapshot.state) if snapshot else None
-    return BankAccount.from_events(account_id, events, start=start)
+def _loaded(account_id: uuid.UUID, up_to_version: int | None = None, *, lock: bool = False,
+            from_events_only: bool = False) -> tuple[BankAccount, datetime | None]:  # fmt: skip
+    """The account (snapshot + tail) and the database's clock read once its lock was held."""
+    loaded = load_with_snapshot(
+        account_id,
+        schema=None if from_events_only else STATE_SCHEMA,
+        restore=BankAccount.from_snapshot,
+        up_to_version=up_to_version,
+        lock=lock,
+    )
+    return BankAccount.from_events(account_id, loaded.events, start=loaded.start), loaded.clock
+
+
+def _load(account_id: uuid.UUID, up_to_version: int | None = None, **options) -> BankAccount:
+    return _loaded(account_id, up_to_version, **options)[0]
 
 
 def _version_at(account_id: uuid.UUID, moment: datetime) -> int:
@@ -54,8 +66,12 @@ def _version_at(account_id: uuid.UUID, moment: datetime) -> int:
     )[0]
 
 
-def get_account(account_id, *, as_of: datetime | None = None, version: int | None = None) -> BankAccount | None:
-    """The account now, as of a moment, or at a version; None if it did not exist then."""
+def get_account(account_id, *, as_of: datetime | None = None, version: int | None = None,
+                from_events_only: bool = False) -> BankAccount | None:  # fmt: skip
+    """The account now, as of a moment, or at a version; None if it did not exist then.
+
+    `from_events_only` ignores snapshots: the account is replayed from its first event.
+    """
     try:
         account_id = check_account_id(account_id)
     except AccountNotFound:
@@ -68,8 +84,17 @@ def get_account(account_id, *, as_of: datetime | None = None, version: int | Non
         as_of = _in_utc(as_of)
         at_time = _version_at(account_id, as_of)
         version = at_time if version is None else min(version, at_time)
-    account = _load(account_id, up_to_version=version)
+    account = _load(account_id, up_to_version=version, from_events_only=from_events_only)
     return account if account.exists else None
+
+
+def last_readable(account_id) -> tuple[BankAccount | None, UnreadableEvent | None]:
+    """The account now, or, when one of its events cannot be read, as it was just before that
+    event and the problem (for pages, which show the account and warn rather than fail)."""
+    try:
+        return get_account(account_id), None
+    except UnreadableEvent as problem:
+        return get_account(account_id, version=problem.version - 1), problem
 
 
 def _in_utc(moment) -> datetime:
@@ -84,25 +109,31 @@ def _in_utc(moment) -> datetime:
         raise InvalidInput(f"{moment.isoformat()} is outside the calendar (years 1 to 9999 in UTC).") from None
 
 
-def _existing_locked(account_id: uuid.UUID) -> BankAccount:
-    """The account, with its writer lock held until the command's transaction ends."""
-    account = _load(account_id, lock=True)
-    if not account.exists:
+def _existing_locked(account_id: uuid.UUID) -> tuple[BankAccount, datetime]:
+    """The account, with its writer lock held until the command's transaction ends, and the
+    database's clock read once the lock was held: the earliest its new events may be dated."""
+    account, clock = _loaded(account_id, lock=True)
+    if not account.exists or clock is None:
         raise AccountNotFound(f"There is no account {account_id}.")
-    return account
+    return account, clock
+
+
+def _clock() -> datetime:
+    return db.fetchone("SELECT clock_timestamp()")[0]
 
 
 # --- writing --------------------------------------------------------------------
 
 
-def _record(account: BankAccount, events, metadata: dict) -> BankAccount:
-    """Append one account's new events; snapshot when due; return its new state."""
+def _record(account: BankAccount, events, metadata: dict, moment: datetime) -> BankAccount:
+    """Append one account's new events, dated `moment`; snapshot when due; return its new state."""
     store.append(
         account.id,
         AGGREGATE_TYPE,
         account.version,
         [NewEvent(event.event_type, event.to_data()) for event in events],
         metadata=metadata,
+        created_at=moment,
     )
     after = account.with_events(events)
     if crosses_snapshot_boundary(account.version, after.version, settings.EVENTSTORE_SNAPSHOT_EVERY):
@@ -110,12 +141,13 @@ def _record(account: BankAccount, events, metadata: dict) -> BankAccount:
     return after
 
 
-def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[], list]):
-    """Run a command; `decide()` loads and returns [(account, events, metadata)]."""
+def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[], tuple]):
+    """Run a command; `decide()` loads and returns (its time, [(account, events, metadata)])."""
 
     def handle():
-        accounts = [_record(account, events, metadata) for account, events, metadata in decide()]
-        projections.record_accounts(accounts)
+        moment, decided = decide()
+        accounts = [_record(account, events, metadata, moment) for account, events, metadata in decided]
+        projections.record_accounts(accounts, moment)
         return accounts, {"accounts": [[str(a.id), a.version] for a in accounts]}
 
     try:
@@ -160,7 +192,7 @@ def open_account(*, owner, initial_deposit, currency=None, idempotency_key=None)
         "open_account",
         arguments,
         idempotency_key,
-        lambda: [(BankAccount(account_id), events, _metadata(idempotency_key))],
+        lambda: (_clock(), [(BankAccount(account_id), events, _metadata(idempotency_key))]),
     )
     return account
 
@@ -169,8 +201,8 @@ def _single(command, account_id, arguments, idempotency_key, decide, why) -> Ban
     account_id = check_account_id(account_id)
 
     def decide_all():
-        account = _existing_locked(account_id)
-        return [(account, decide(account), _metadata(idempotency_key, **why))]
+        account, clock = _existing_locked(account_id)
+        return clock, [(account, decide(account), _metadata(idempotency_key, **why))]
 
     (account,) = _execute(command, {"account_id": str(account_id), **arguments}, idempotency_key, decide_all)
     return account
@@ -220,12 +252,13 @@ def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_k
     def decide_all():
         # Lock (and load) in key order, so two opposite transfers cannot deadlock.
         loaded = {i: _existing_locked(i) for i in sorted({source_id, target_id}, key=lock_key)}
-        source, target = loaded[source_id], loaded[target_id]
+        (source, _), (target, _) = loaded[source_id], loaded[target_id]
+        clock = max(clock for _, clock in loaded.values())
         sent, received = decide_transfer(
             source, target, transfer_id=transfer_id, amount=amount, reference=reference, ceiling=_ceiling()
         )
         why = _metadata(idempotency_key, reference=reference, transfer_id=transfer_id)
-        return [(source, sent, why), (target, received, why)]
+        return clock, [(source, sent, why), (target, received, why)]
 
     arguments = {"from": str(source_id), "to": str(target_id), "amount": amount, "reference": reference}
     source, target = _execute("transfer", arguments, idempotency_key, decide_all)
@@ -233,9 +266,13 @@ def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_k
 
 
 def take_snapshot(account_id) -> BankAccount:
-    """Store the account's current state as its snapshot (a cache: it changes no answer)."""
-    account = get_account(account_id)
+    """Store the account's current state, replayed from its events, as its snapshot,
+    replacing whatever snapshot was there (a cache: it changes no answer)."""
+    account = get_account(account_id, from_events_only=True)
     if account is None:
         raise AccountNotFound(f"There is no account {account_id}.")
-    save_snapshot(account.id, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
+    save_snapshot(
+        account.id, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot(),
+        replace=True,
+    )  # fmt: skip
     return account

@@ -112,8 +112,11 @@ COLUMNS = (
     "version, created_at, transaction_id::text"
 )
 
-_INSERT = "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) VALUES "
-_ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+_INSERT = (
+    "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) VALUES "
+)
+# Without a time from the writer, the column's default: the transaction's start.
+_ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s, COALESCE(%s::timestamptz, now()))"
 
 
 def insert_statement(count: int) -> str:
@@ -196,8 +199,14 @@ class EventStore:
         expected_version: int,
         events: Sequence[NewEvent],
         metadata: dict[str, Any] | None = None,
+        created_at: datetime | None = None,
     ) -> int:
         """Store `events` as versions expected_version+1.. of the aggregate; return the new version.
+
+        `created_at` is the events' time: a command gives the database's clock read
+        once it held the aggregate's lock (see snapshots.load_with_snapshot), so
+        that it never comes before the aggregate's previous event; the guard
+        refuses one that does, or one far from the database's clock.
 
         All or none, in one statement, inside the caller's transaction if there is
         one (a failure then leaves that transaction to roll back). `metadata` is laid over the current metadata context (see context.py)
@@ -224,7 +233,8 @@ class EventStore:
             payload = _to_json(f"data of {event_type}", event.data)
             if metadata_json is None:
                 metadata_json = _to_json("metadata", {**context.current(), **(metadata or {})})
-            params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset]
+            params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset,
+                       created_at]  # fmt: skip
         if (appends := _appends.get()) is not None:
             appends.append((aggregate_id, expected_version))
         try:

@@ -1,6 +1,7 @@
 """Staff acting on one account at once each get a definite answer, never a conflict."""
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -104,7 +105,7 @@ def test_a_lost_race_is_retried_against_the_new_state(monkeypatch, raw_connect):
 
     def load_then_lose_the_race(account_id):
         loaded = original(account_id)
-        calls.append(loaded.version)
+        calls.append(loaded[0].version)
         if len(calls) == 1:
             competing_deposit(raw_connect, account_id)
         return loaded
@@ -126,7 +127,7 @@ def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatc
 
     def always_lose(account_id):
         loaded = original(account_id)
-        attempts.append(loaded.version)
+        attempts.append(loaded[0].version)
         competing_deposit(raw_connect, account_id)
         return loaded
 
@@ -137,3 +138,30 @@ def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatc
     assert f"aggregate {account.id} moved past version {attempts[-1]}" in str(caught.value)
     assert f"withdraw gave up after {MAX_ATTEMPTS} attempts" in str(caught.value)
     assert not any(e.event_type == "Withdrawn" for e in store.load(account.id))
+
+
+def test_a_command_that_waited_for_the_account_dates_its_event_after_the_one_it_waited_for(raw_connect):
+    from eventstore.snapshots import lock_key
+
+    account = AccountFactory(initial_deposit=100)
+    holder = raw_connect()
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(account.id)])
+
+    def append_while_the_deposit_waits():
+        time.sleep(0.5)  # the deposit's transaction has begun and waits for the lock
+        holder.execute(
+            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
+            "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"source\": \"holder\"}', '{}', 2, "
+            "clock_timestamp())",
+            [account.id],
+        )
+        holder.commit()
+
+    other = threading.Thread(target=append_while_the_deposit_waits)
+    other.start()
+    services.deposit(account_id=account.id, amount=5, source="waited")
+    other.join(timeout=10)
+    history = store.load(account.id)
+    assert [(e.version, e.data["source"]) for e in history[1:]] == [(2, "holder"), (3, "waited")]
+    assert history[2].created_at >= history[1].created_at
+    assert Account.objects.get(account_id=account.id).last_activity_at == history[2].created_at

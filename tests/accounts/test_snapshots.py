@@ -1,13 +1,16 @@
 """Snapshots are a cache, upcasters a lens: neither changes any answer."""
 
+import io
 import json
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from accounts import services
 from accounts.domain import STATE_SCHEMA
+from eventstore import snapshots
 from eventstore.models import Snapshot
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
@@ -102,3 +105,63 @@ def test_version_one_payloads_with_decimal_strings_load_as_the_current_events():
         assert cursor.fetchone() == ("12.5",)
     # commands work on top of upcast history
     assert services.withdraw(account_id=account_id, amount=225, reason="cash").balance == 2000
+
+
+def plant_snapshot(account_id, version, state):
+    """A snapshot row written as anyone holding the application's role could write it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at) "
+            "VALUES (%s, 'BankAccount', %s, %s, %s::jsonb, now()) ON CONFLICT (aggregate_id) DO UPDATE "
+            "SET version = EXCLUDED.version, state = EXCLUDED.state, schema_version = EXCLUDED.schema_version",
+            [account_id, version, STATE_SCHEMA, json.dumps(state)],
+        )
+
+
+def test_a_snapshot_naming_another_account_is_ignored_and_the_deposit_lands_where_asked(snapshot_every):
+    victim, other = AccountFactory(initial_deposit=100), AccountFactory(initial_deposit=7)
+    wrong = services.get_account(other.id).to_snapshot() | {"version": 1}
+    plant_snapshot(victim.id, 1, wrong)
+    before = snapshots.ignored.total()
+    after = services.deposit(account_id=victim.id, amount=5, source="cash")
+    assert (after.id, after.balance, after.version) == (victim.id, 105, 2)
+    assert [e.aggregate_id for e in EventStore().load(victim.id)] == [victim.id, victim.id]
+    assert services.get_account(other.id).version == 1
+    assert snapshots.ignored.total() > before
+
+
+@pytest.mark.parametrize(
+    "version, state",
+    [
+        (999, lambda account: account.to_snapshot() | {"version": 999, "balance": 10**9}),  # ahead of the log
+        (1, lambda account: {"garbage": True}),  # does not parse
+        (1, lambda account: account.to_snapshot() | {"balance": "a lot"}),  # not an account's shape
+        (1, lambda account: account.to_snapshot() | {"version": 2}),  # disagrees with its row
+    ],
+)
+def test_an_untrustworthy_snapshot_is_ignored_and_commands_keep_working(version, state, caplog):
+    account = AccountFactory(initial_deposit=100)
+    plant_snapshot(account.id, version, state(services.get_account(account.id)))
+    assert services.get_account(account.id).balance == 100
+    assert services.withdraw(account_id=account.id, amount=30, reason="cash").balance == 70
+    assert "ignored; replaying from events" in caplog.text
+    assert services.get_account(account.id, version=1).balance == 100
+
+
+def test_take_snapshots_replaces_a_bad_snapshot():
+    account = AccountFactory(initial_deposit=100)
+    plant_snapshot(account.id, 999, services.get_account(account.id).to_snapshot() | {"version": 999})
+    call_command("take_snapshots", str(account.id), stdout=io.StringIO())
+    snapshot = Snapshot.objects.get(aggregate_id=account.id)
+    assert (snapshot.version, snapshot.state) == (1, services.get_account(account.id).to_snapshot())
+
+
+def test_replay_account_replays_from_events_alone(snapshot_every):
+    account = AccountFactory(initial_deposit=100)
+    deposits(account.id, 5)  # a snapshot at version 5
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE snapshots SET state = jsonb_set(state, '{balance}', '1000000') WHERE aggregate_id = %s",
+                       [account.id])  # fmt: skip
+    out = io.StringIO()
+    call_command("replay_account", str(account.id), stdout=out)
+    assert "balance  1.05 EUR" in out.getvalue()

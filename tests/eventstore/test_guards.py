@@ -130,3 +130,94 @@ def test_appending_after_a_later_transaction_is_a_serialization_failure(raw_conn
     older.rollback()
     older.execute(*insert_sql(aggregate, 2))  # a retry in a new transaction succeeds
     older.commit()
+
+
+FIXED_SEARCH_PATH = ["search_path=pg_catalog, public, pg_temp"]
+
+
+def test_every_event_store_function_runs_with_a_fixed_search_path():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.proname, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public' AND p.proname LIKE 'events%%' ORDER BY p.proname"
+        )
+        functions = dict(cursor.fetchall())
+    assert set(functions) == {"events_check_append", "events_load", "events_notify", "events_reject_change"}
+    assert all(config == FIXED_SEARCH_PATH for config in functions.values()), functions
+
+
+def test_a_temporary_table_named_events_does_not_fool_the_append_guard(history):
+    with connection.cursor() as cursor:
+        # pg_temp comes first in a session's search path unless a function fixes its own.
+        cursor.execute("CREATE TEMPORARY TABLE events (LIKE public.events)")
+        cursor.execute(
+            "INSERT INTO pg_temp.events (id, aggregate_id, aggregate_type, event_type, event_data, version, created_at,"
+            " transaction_id) VALUES (0, %s, 'Thing', 'Made', '{}', 9, now(), '1')",
+            [history],
+        )
+    error = rejected(
+        "INSERT INTO public.events (aggregate_id, aggregate_type, event_type, event_data, version) "
+        "VALUES (%s, 'Thing', 'Forged', '{}', 10)",
+        [history],
+    )
+    assert "would leave a gap" in str(error)
+
+
+def test_a_temporary_snapshots_table_does_not_fool_the_loader(history):
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE snapshots (LIKE public.snapshots)")
+        cursor.execute(
+            "INSERT INTO pg_temp.snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at) "
+            "VALUES (%s, 'Thing', 3, 1, '{\"forged\": true}', now())",
+            [history],
+        )
+        cursor.execute("SELECT event_type, payload::text FROM events_load(%s, 1, 100, NULL)", [history])
+        loaded = cursor.fetchall()
+    assert [event_type for event_type, _ in loaded] == ["Made", "Painted", "Sold"]
+
+
+@pytest.fixture
+def outsider():
+    """A role that may insert events but does not own the table, as the application's role."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE bank_guard_test_writer")
+        cursor.execute("GRANT SELECT, INSERT ON events TO bank_guard_test_writer")
+        cursor.execute("GRANT USAGE ON SEQUENCE events_id_seq TO bank_guard_test_writer")
+        cursor.execute("SET ROLE bank_guard_test_writer")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+
+
+def insert_dated(aggregate_id, version, created_at_sql):
+    return (
+        "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, created_at) "
+        f"VALUES (%s, 'Thing', 'Made', '{{}}', %s, {created_at_sql})",
+        [aggregate_id, version],
+    )
+
+
+@pytest.mark.parametrize("created_at", ["clock_timestamp() - interval '1 day'", "clock_timestamp() + interval '1 hour'"])
+def test_the_application_role_cannot_date_an_event_away_from_the_clock(outsider, created_at):
+    error = rejected(*insert_dated(new_id(), 1, created_at))
+    assert "is not within 5 seconds of the database clock" in str(error)
+    assert error.__cause__.sqlstate == "23514"
+
+
+def test_the_application_role_dates_events_by_the_clock(outsider):
+    aggregate = new_id()
+    with connection.cursor() as cursor:
+        cursor.execute(*insert_dated(aggregate, 1, "clock_timestamp()"))
+        cursor.execute(*insert_dated(aggregate, 2, "clock_timestamp()"))
+        cursor.execute("SELECT count(*) FROM events WHERE aggregate_id = %s", [aggregate])
+        assert cursor.fetchone() == (2,)
+
+
+def test_the_owner_may_load_past_times_but_never_before_the_previous_event():
+    aggregate = new_id()
+    with connection.cursor() as cursor:
+        cursor.execute(*insert_dated(aggregate, 1, "'2024-01-01T10:00:00Z'"))
+        cursor.execute(*insert_dated(aggregate, 2, "'2024-01-02T10:00:00Z'"))
+    error = rejected(*insert_dated(aggregate, 3, "'2024-01-01T12:00:00Z'"))
+    assert "before version 2" in str(error)
+    assert error.__cause__.sqlstate == "40001"

@@ -7,6 +7,7 @@ account read model is applied to them in that same transaction.
 """
 
 import datetime
+import itertools
 import json
 import random
 import uuid
@@ -52,8 +53,9 @@ class Command(BaseCommand):
     def _chunk(self, rng, size, events, days) -> int:
         now = datetime.datetime.now(datetime.timezone.utc)
         begin = now - datetime.timedelta(days=days)
-        step = (now - begin) / max(events, 1)
-        clock = iter(begin + step * tick for tick in range(events + size + 1))
+        # Never after now, and never going back: the guard refuses an event dated before its predecessor.
+        step = (now - begin) / (events + size)
+        clock = itertools.chain((begin + step * tick for tick in range(events + size)), itertools.repeat(now))
         states, history = [], {}
         for _ in range(size):
             account_id = uuid.uuid4()

@@ -11,7 +11,7 @@ from eventstore.store import MAX_VERSION, EventStore
 
 
 class Command(BaseCommand):
-    help = "Replay one account from its events and print its state and history, now, as of a time, or at a version."
+    help = "Replay one account from its events alone (never a snapshot) and print its state and history, now, as of a time, or at a version."
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         # Our --version is an account version; it replaces Django's "print Django's version".
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         if version is not None and not 1 <= version <= MAX_VERSION:
             raise CommandError(f"--version must be a whole number from 1 to {MAX_VERSION}, not {version}.")
         try:
-            account = services.get_account(account_id, as_of=moment, version=version)
+            account = services.get_account(account_id, as_of=moment, version=version, from_events_only=True)
         except DomainError as error:
             raise CommandError(str(error)) from None
         if account is None:
