@@ -91,6 +91,18 @@ class BalanceNotZero(DomainError):
     pass
 
 
+class UnreadableEvent(DomainError):
+    """A stored event the rules cannot fold (malformed, or breaking an invariant): the account
+    cannot be trusted past it, so every command on it is refused until someone investigates."""
+
+    def __init__(self, account_id, version: int, event_type: str, reason: str):
+        self.account_id, self.version, self.event_type = account_id, version, event_type
+        super().__init__(
+            f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}. "
+            "Nothing was done; an administrator must investigate the account's history."
+        )
+
+
 # --- events ---------------------------------------------------------------------
 
 
@@ -186,12 +198,12 @@ def decimal_string_to_minor_units(data: dict, field: str) -> dict:
     """Upcaster for schema 1 payloads, which stored money as a decimal string.
 
     Schema 1 was the seed's: every account was in a two-decimal currency, so
-    "12.50" is 1250 minor units. Exact: a string with more decimals is refused.
+    "12.50" is 1250 minor units. Exact: anything else (more decimals, no amount)
+    is left as it is, for the fold to refuse as an unreadable event.
     """
-    text = str(data[field])
-    match = re.fullmatch(r"(\d+)(?:\.(\d{1,2}))?", text)
+    match = re.fullmatch(r"(\d+)(?:\.(\d{1,2}))?", str(data.get(field)))
     if not match:
-        raise ValueError(f"schema 1 {field} {text!r} is not a two-decimal amount")
+        return {**data, "schema_version": 2}
     whole, cents = match.group(1), (match.group(2) or "").ljust(2, "0")
     return {**data, field: int(whole) * 100 + int(cents), "schema_version": 2}
 
@@ -256,6 +268,13 @@ def check_account_id(account_id) -> uuid.UUID:
         raise AccountNotFound(f"There is no account {str(account_id)[:64]!r}.") from None
 
 
+def _amount(value, *, zero: bool = False) -> int:
+    """A stored amount: whole minor units, above zero (or zero, for an opening balance)."""
+    if type(value) is not int or value < (0 if zero else 1) or value > MAX_BALANCE:
+        raise ValueError(f"the amount {value!r:.40} is not a whole number of minor units in range")
+    return value
+
+
 # --- the aggregate --------------------------------------------------------------
 
 
@@ -296,10 +315,19 @@ class BankAccount:
 
     @classmethod
     def from_events(cls, account_id, events, start: BankAccount | None = None) -> BankAccount:
-        """Fold `events`, given as (event_type, current-schema payload) pairs, onto `start`."""
+        """Fold `events`, given as (event_type, current-schema payload) pairs, onto `start`.
+
+        Raises UnreadableEvent, naming the version, for an event that is malformed or
+        would break an invariant: stored rows are not trusted blindly.
+        """
         account = start.copy() if start is not None else cls(account_id)
-        for event_type, data in events:
-            account._apply(event_type, data)
+        event_type = ""
+        try:
+            for event_type, data in events:
+                account._apply(event_type, data)
+        except (KeyError, TypeError, ValueError) as error:
+            reason = f"no {error}" if isinstance(error, KeyError) else str(error)
+            raise UnreadableEvent(account.id, account.version, event_type, reason[:200]) from None
         return account
 
     def copy(self) -> BankAccount:
@@ -313,16 +341,24 @@ class BankAccount:
         # Payloads, not event objects: replaying a long history stays a cheap loop.
         self.version += 1
         if event_type in CREDITS:
-            self.balance += data["amount"]
+            self.balance += _amount(data["amount"])
+            if self.balance > MAX_BALANCE:
+                raise ValueError("the balance would pass the ledger's limit")
         elif event_type in DEBITS:
-            self.balance -= data["amount"]
+            self.balance -= _amount(data["amount"])
+            if self.balance < 0:
+                raise ValueError("the balance would go below zero")
         elif event_type == "Opened":
-            self.owner, self.currency, self.balance = data["owner"], data["currency"], data["initial_balance"]
-            self.status = ACTIVE
+            if self.version != 1:
+                raise ValueError("an account opens only once, at version 1")
+            self.owner, self.currency = str(data["owner"]), str(data["currency"])
+            self.balance, self.status = _amount(data["initial_balance"], zero=True), ACTIVE
         elif event_type in _STATUS_AFTER:
             self.status = _STATUS_AFTER[event_type]
         else:
             raise ValueError(f"{event_type} is not a bank account event")
+        if not self.currency:
+            raise ValueError("the account was never opened")
 
     # snapshots
 
@@ -338,7 +374,14 @@ class BankAccount:
 
     @classmethod
     def from_snapshot(cls, state: dict) -> BankAccount:
-        return cls(**state)
+        """The account a snapshot describes; ValueError when its state is not an account's shape."""
+        account = cls(**state)
+        fields = (account.owner, account.currency, account.balance, account.status, account.version)
+        if [type(value) for value in fields] != [str, str, int, str, int] or account.status not in STATUSES:
+            raise ValueError(f"a snapshot state is not a bank account's: {state!r:.200}")
+        if not 0 <= account.balance <= MAX_BALANCE or account.version < 1:
+            raise ValueError(f"a snapshot state is out of range: {state!r:.200}")
+        return account
 
     # commands
 

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import selectors, services
 from accounts.charts import balance_chart
-from accounts.domain import EVENT_TYPES, STATUSES, DomainError
+from accounts.domain import EVENT_TYPES, STATUSES, BankAccount, DomainError
 from accounts.forms import (
     AccountSearchForm,
     AsOfForm,
@@ -188,7 +188,10 @@ def account_command(request, account_id, command):
         return redirect_to_login(reverse("accounts:detail", args=[account_id]))
     if not request.user.has_perm(spec.permission):
         raise PermissionDenied
-    account = services.get_account(account_id)
+    account, problem = services.last_readable(account_id)
+    if problem is not None:
+        messages.error(request, f"{spec.label} refused: {problem}")
+        return redirect(_fresh_form_address(reverse("accounts:detail", args=[account_id])))
     if account is None:
         raise Http404("No such account.")
     form = spec.form(request.POST, account=account, prefix=command)
@@ -296,11 +299,13 @@ def account_detail(request, account_id):
 
 
 def _account_page(request, account_id, *, token: str, bound: dict | None = None, status: int = 200):
-    current = services.get_account(account_id)
+    current, problem = services.last_readable(account_id)
+    if current is None and problem is not None:
+        current = BankAccount(problem.account_id)  # even its opening cannot be read
     if current is None:
         raise Http404("No such account.")
     picker = AsOfForm(request.GET or None)
-    account, past = current, False
+    account, past = (current if current.exists else None), False
     if picker.is_valid() and (picker.cleaned_data["as_of"] or picker.cleaned_data["version"]):
         version = picker.cleaned_data["version"]
         if picker.cleaned_data["as_of"]:
@@ -319,7 +324,7 @@ def _account_page(request, account_id, *, token: str, bound: dict | None = None,
     )
     month_form = MonthForm(request.GET)
     month = (month_form.cleaned_data["month"] if month_form.is_valid() else None) or _this_month()
-    forms, done = ({}, {}) if past else _forms_for(request.user, current, token, bound)
+    forms, done = ({}, {}) if past or problem else _forms_for(request.user, current, token, bound)
     return render(
         request,
         "accounts/account_detail.html",
@@ -328,6 +333,7 @@ def _account_page(request, account_id, *, token: str, bound: dict | None = None,
             "month_form": month_form,
             "account": account,
             "current": current,
+            "problem": problem,
             "past": past,
             "picker": picker,
             "history": history,
@@ -381,7 +387,7 @@ def _this_month():
 @require_GET
 @staff_permission("accounts.view_account")
 def statement_csv(request, account_id):
-    account = services.get_account(account_id)
+    account, _ = services.last_readable(account_id)
     if account is None:
         raise Http404("No such account.")
     form = MonthForm(request.GET)

@@ -22,6 +22,8 @@ class Upcasters:
         self._steps[key] = step
 
     def upcast(self, event_type: str, data: dict) -> dict:
+        if not isinstance(data, dict):
+            return data  # not a payload any step knows; its reader decides what to make of it
         schema = data.get("schema_version", 1)
         while (step := self._steps.get((event_type, schema))) is not None:
             data = step(data)

@@ -1,6 +1,7 @@
 """Template filters for money and events. Output is escaped like any other text."""
 
 import json
+from decimal import Decimal
 
 from django import template
 
@@ -14,6 +15,8 @@ register = template.Library()
 def money(minor, currency):
     if minor is None or minor == "":
         return ""
+    if isinstance(minor, bool) or not isinstance(minor, (int, Decimal)):
+        return str(minor)  # a malformed stored event: show what is there, never fail the page
     return format_money(int(minor), currency)
 
 

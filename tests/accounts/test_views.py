@@ -1,10 +1,13 @@
 """The staff pages and forms, through Django's test client, on real PostgreSQL."""
 
+import json
 import uuid
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from accounts import selectors, services
 from eventstore.models import Event
@@ -558,3 +561,47 @@ def test_an_export_longer_than_one_fetch_has_every_row_once(monkeypatch):
     response = client_for("auditor").get(reverse("accounts:audit_csv"))
     ids = [line.split(",")[0] for line in b"".join(response.streaming_content).decode().strip().splitlines()[1:]]
     assert ids == [str(i) for i in Event.objects.order_by("-id").values_list("id", flat=True)]
+
+
+def plant_event(account_id, event_type, data):
+    """The account's next event as anyone holding the application's database role could insert it."""
+    version = event_count(account_id) + 1
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
+            "VALUES (%s, 'BankAccount', %s, %s::jsonb, '{}', %s, clock_timestamp())",
+            [account_id, event_type, json.dumps(data), version],
+        )
+    return version
+
+
+@pytest.mark.parametrize(
+    "event_type, data, reason",
+    [
+        ("Deposited", {"source": "no amount"}, "no 'amount'"),
+        ("Deposited", {"amount": "1e9", "source": "text"}, "is not a whole number"),
+        ("Withdrawn", {"amount": 10**9, "reason": "more than there is"}, "below zero"),
+        ("Renamed", {"owner": "Mallory"}, "is not a bank account event"),
+    ],
+)
+def test_an_unreadable_event_shows_a_warning_never_a_500_and_refuses_commands(event_type, data, reason):
+    account = AccountFactory(initial_deposit=1_000)
+    services.deposit(account_id=account.id, amount=500, source="cash")
+    bad = plant_event(account.id, event_type, data)
+    teller = client_for("teller")
+    page = teller.get(reverse("accounts:detail", args=[account.id]), follow=True)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Integrity warning" in text and f"Version {bad} of account {account.id}" in text and escape(reason) in text
+    assert "No command can run on this account" in text
+    assert "15.00" in text  # the account as it was before the unreadable event
+    posted = teller.post(
+        reverse("accounts:command", args=[account.id, "deposit"]),
+        command_post("deposit", services.get_account(account.id, version=bad - 1), {"amount": "1.00", "source": "cash"}),
+    )
+    assert posted.status_code == 302
+    assert "Deposit refused" in teller.get(posted["Location"]).content.decode()
+    assert event_count(account.id) == bad
+    for name, args in [("accounts:dashboard", []), ("accounts:audit", []), ("accounts:audit_csv", []),
+                       ("accounts:statement_csv", [account.id])]:  # fmt: skip
+        assert teller.get(reverse(name, args=args)).status_code == 200, name
