@@ -30,12 +30,12 @@ class Loaded(NamedTuple):
 
     start: Any | None  # the aggregate restored from a usable snapshot, or None
     events: list[tuple[str, dict]]  # (event type, current-schema payload) after it, in version order
-    clock: datetime | None  # None when the log has nothing for the aggregate
+    clock: datetime | None  # the database's clock after the lock; None when the log has nothing for the aggregate
 
 
-# The snapshot row (event_type NULL) and the tail, after the lock if a key is
-# given: one round trip (the function is in migration 0010).
-_LOAD = "SELECT event_type, payload, version, created_at, clock FROM events_load(%s, %s, %s, %s)"
+# The clock row, the snapshot row (event_type NULL) and the tail, after the lock
+# if a key is given: one round trip (the function is in migration 0010).
+_LOAD = "SELECT event_type, payload, version, at FROM events_load(%s, %s, %s, %s)"
 
 _SAVE = """
 INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at)
@@ -76,21 +76,19 @@ def load_with_snapshot(
     aggregate_id = as_uuid(aggregate_id)
     up_to = up_to_version or _NO_LIMIT
     rows = db.fetchall(_LOAD, [aggregate_id, schema, up_to, lock_key(aggregate_id) if lock else None])
+    clock, rows = rows[0][3], rows[1:]
     start = None
     if rows and rows[0][0] is None:
         start = _restored(aggregate_id, rows[0], restore)
-        if start is None:
-            rows = db.fetchall(_LOAD, [aggregate_id, None, up_to, None])
-    clock = rows[-1][4] if rows else None
+        rows = rows[1:] if start is not None else db.fetchall(_LOAD, [aggregate_id, None, up_to, None])[1:]
     upcast = upcasters.upcast
-    tail = rows[1:] if start is not None else rows
-    events = [(event_type, upcast(event_type, json.loads(data))) for event_type, data, *_ in tail]
-    return Loaded(start, events, clock)
+    events = [(event_type, upcast(event_type, json.loads(data))) for event_type, data, *_ in rows]
+    return Loaded(start, events, clock if (events or start is not None) else None)
 
 
 def _restored(aggregate_id: uuid.UUID, row: tuple, restore: Callable[[dict], Any]) -> Any | None:
     """The aggregate from a snapshot row, or None (logged and counted) when the row cannot be trusted."""
-    _, payload, version, event_time, _ = row
+    _, payload, version, event_time = row
     try:
         start = restore(json.loads(payload))
         reason = None
