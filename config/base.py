@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from config import grants
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env(
@@ -44,6 +46,9 @@ ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")
 # runs one statement, in milliseconds; management commands are not bounded.
 WEB_LOCK_TIMEOUT_MS = env("WEB_LOCK_TIMEOUT_MS")
 WEB_STATEMENT_TIMEOUT_MS = env("WEB_STATEMENT_TIMEOUT_MS")
+# What the application's and the runner's database roles may do, table by table
+# (manage.py grant_app_role applies it).
+DATABASE_GRANTS = grants.DATABASE_GRANTS
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -281,8 +281,50 @@ def _indexes(table: str) -> dict[str, str]:
         return {name: _INDEX_NAME.sub(r"CREATE \1INDEX ", definition) for name, definition in cursor.fetchall()}
 
 
+# Who holds what on a table and on each of its columns (column NULL for the table),
+# the owner's own privileges left out; grantee NULL is PUBLIC.
+_GRANTS = """
+SELECT NULL, CASE WHEN acl.grantee <> 0 THEN pg_get_userbyid(acl.grantee) END, acl.privilege_type, acl.is_grantable
+  FROM pg_class c, aclexplode(c.relacl) acl
+ WHERE c.oid = %(table)s::regclass AND acl.grantee <> c.relowner
+UNION ALL
+SELECT a.attname, CASE WHEN acl.grantee <> 0 THEN pg_get_userbyid(acl.grantee) END, acl.privilege_type, acl.is_grantable
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) acl
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND acl.grantee <> c.relowner
+"""
+
+
+def _grants(table: str) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(_GRANTS, {"table": table})
+        return cursor.fetchall()
+
+
+def _grantee(name: str | None) -> sql.Composable:
+    return sql.Identifier(name) if name is not None else sql.SQL("PUBLIC")
+
+
+def _copy_grants(table: str, copy: str) -> None:
+    """Give `copy` exactly the grants on `table` and its columns.
+
+    CREATE TABLE ... LIKE copies no privileges: without this, the roles the web
+    and the runner connect as would lose their access to a rebuilt table.
+    """
+    for grantee in {grantee for _, grantee, _, _ in _grants(copy)}:  # default privileges, if any
+        _execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(_identifier(copy), _grantee(grantee)))
+    for column, grantee, privilege, grantable in _grants(table):
+        _execute(sql.SQL("GRANT {}{} ON {} TO {}{}").format(
+            sql.SQL(privilege),  # a keyword from aclexplode, such as SELECT
+            sql.SQL(" ({})").format(_identifier(column)) if column is not None else sql.SQL(""),
+            _identifier(copy),
+            _grantee(grantee),
+            sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+        ))  # fmt: skip
+
+
 def _replace_table(table: str, copy: str) -> None:
-    """Drop `table` and give `copy` its name and its index and constraint names."""
+    """Drop `table` and give `copy` its name, its grants and its index and constraint names."""
+    _copy_grants(table, copy)
     live = {definition: name for name, definition in _indexes(table).items()}
     renames = [(name, live[definition]) for name, definition in _indexes(copy).items() if definition in live]
     _execute(sql.SQL("DROP TABLE {}").format(_identifier(table)))
