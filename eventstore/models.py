@@ -106,7 +106,8 @@ class ProjectionCheckpoint(models.Model):
     """How far a projection has read the log: the commit-safe position (transaction, event id).
 
     Written in the same transaction as the projection's rows, so after a crash a
-    projection resumes exactly where its last committed batch ended.
+    projection resumes exactly where its last committed batch ended. A projection
+    that stopped at an event it cannot apply records it here, until it goes past it.
     """
 
     name = models.CharField(max_length=100, primary_key=True)
@@ -114,6 +115,10 @@ class ProjectionCheckpoint(models.Model):
     event_id = models.BigIntegerField(default=0)
     events_applied = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(db_default=Now())
+    # Where it stopped, why and since when; all NULL while it is not stopped.
+    failed_event_id = models.BigIntegerField(null=True)
+    failure = models.TextField(null=True)
+    failed_at = models.DateTimeField(null=True)
 
     class Meta:
         db_table = "projection_checkpoints"

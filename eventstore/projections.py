@@ -5,7 +5,9 @@ Inline projections are applied by commands in their own transaction (so they
 have no checkpoint: they are as current as the log). Asynchronous ones are
 applied after commit by `catch_up`, which stores the projection's checkpoint
 (the commit-safe position of the last event applied) in the same transaction
-as the rows it wrote: a crash never applies an event twice or skips one.
+as the rows it wrote: a crash never applies an event twice or skips one. An
+event whose data a projection cannot apply stops it just before that event
+(ProjectionStopped), recorded on its checkpoint, until the code or the event is fixed.
 
 Rebuild builds every table of a projection afresh in shadow tables while
 commands go on, then swaps them in one short transaction; verify replays the
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import re
 import zlib
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from django.db import connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 import psycopg
 from psycopg import sql
@@ -33,6 +36,37 @@ FETCH = 2_000  # events per fetch from the server-side cursor
 # Runner locks use the two-int advisory-lock space, which never meets the
 # one-bigint space of the per-aggregate writer locks.
 LOCK_CLASS = 0x5052  # "PR"
+
+
+def _caused_by_the_event(error: Exception) -> bool:
+    """Whether applying the event raised `error` because of what the event says, so that it would again.
+
+    A Python error (KeyError, ValueError, a rule refusing the event, ...) or a row
+    the database refuses (IntegrityError, DataError) is the event's: the projection
+    stops at it. A lost connection, a timeout or a lock (OperationalError and the
+    other database errors), or no memory left, says nothing about it.
+    """
+    if isinstance(error, (IntegrityError, DataError, psycopg.IntegrityError, psycopg.DataError)):
+        return True
+    return not isinstance(error, (DatabaseError, psycopg.Error, MemoryError))
+
+
+class ProjectionStopped(Exception):
+    """`projection` cannot apply an event: it stops before it until the code or the event is fixed."""
+
+    def __init__(self, projection: str, event: StoredEvent, error: Exception):
+        self.projection, self.event_id, self.aggregate_id = projection, event.id, event.aggregate_id
+        self.version, self.event_type = event.version, event.event_type
+        lines = str(error).strip().splitlines()
+        self.reason = f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+        self.summary = (
+            f"stopped at event {event.id} ({event.aggregate_type} {event.aggregate_id} "
+            f"v{event.version} {event.event_type}): {self.reason}"
+        )
+        # Set by _apply_all: the position just before the event, and how many events came before it.
+        self.position: Position | None = None
+        self.applied = 0
+        super().__init__(f"{projection}: {self.summary}")
 
 
 class Projection:
@@ -131,24 +165,91 @@ def position_of(row: ProjectionCheckpoint) -> Position:
     return Position(row.transaction_id, row.event_id)
 
 
-def _apply_all(projection, tables, after: Position, **stream_options) -> tuple[Position, int]:
+def _record_stop(row: ProjectionCheckpoint, stopped: ProjectionStopped | None) -> None:
+    """Record where the projection stopped (since when, if it already had), or clear it once it went on."""
+    if stopped is None:
+        fields = {"failed_event_id": None, "failure": None, "failed_at": None}
+    else:
+        since = row.failed_at if row.failed_event_id == stopped.event_id else timezone.now()
+        fields = {"failed_event_id": stopped.event_id, "failure": stopped.summary, "failed_at": since}
+    ProjectionCheckpoint.objects.filter(name=row.name).update(**fields)
+
+
+def _apply_all(projection, tables, after: Position, *, skip=frozenset(), **stream_options) -> tuple[Position, int]:
+    """Apply the events after `after` (but those of the aggregates in `skip`); return where it got and how many.
+
+    At an event the projection cannot apply, raises ProjectionStopped, the events before it applied.
+    """
     position, applied = after, 0
-    for batch in stream(after, **stream_options):
-        relevant = [event for event in batch if event.aggregate_type in projection.aggregate_types]
-        if relevant:
-            projection.apply(relevant, tables)
-        position, applied = batch[-1].position, applied + len(batch)
+    # Closed even when stopped, so that the next stream may declare its cursor under the same name.
+    with closing(stream(after, **stream_options)) as batches:
+        for batch in batches:
+            relevant = [
+                event for event in batch
+                if event.aggregate_type in projection.aggregate_types and event.aggregate_id not in skip
+            ]  # fmt: skip
+            if relevant:
+                try:
+                    _apply_batch(projection, relevant, tables)
+                except ProjectionStopped as stopped:
+                    before = next(n for n, event in enumerate(batch) if event.id == stopped.event_id)
+                    stopped.position = batch[before - 1].position if before else position
+                    stopped.applied = applied + before
+                    raise
+            position, applied = batch[-1].position, applied + len(batch)
     return position, applied
 
 
-def catch_up(projection: Projection, *, limit: int = CHUNK) -> int:
-    """Apply up to `limit` new events to an asynchronous projection; return how many."""
+def _apply_batch(projection, events: list[StoredEvent], tables) -> None:
+    if _error(projection, events, tables) is None:
+        return
+    # One at a time, to find the event: projections fold from the rows already
+    # written, so the events before it write what the whole batch would have.
+    for event in events:
+        if (error := _error(projection, [event], tables)) is not None:
+            raise ProjectionStopped(projection.name, event, error) from error
+
+
+def _error(projection, events, tables) -> Exception | None:
+    """Apply `events` in a savepoint: None, or the error an event caused (and nothing written)."""
+    try:
+        with transaction.atomic():
+            projection.apply(events, tables)
+    except Exception as error:
+        if not _caused_by_the_event(error):
+            raise
+        return error
+    return None
+
+
+def _step(projection: Projection, name: str, tables: dict[str, str], *, limit: int) -> int:
+    """Apply up to `limit` events after the checkpoint `name` and advance it, in one transaction.
+
+    At an event the projection cannot apply, commits the events before it and
+    the checkpoint just before it, with the stop recorded, then raises ProjectionStopped.
+    """
+    stopped = None
     with transaction.atomic():
-        row = checkpoint(projection.name, lock=True)
-        position, applied = _apply_all(projection, projection.live(), position_of(row), limit=limit)
+        row = checkpoint(name, lock=True)
+        try:
+            position, applied = _apply_all(projection, tables, position_of(row), limit=limit)
+        except ProjectionStopped as error:
+            stopped, position, applied = error, error.position, error.applied
         if applied:
             _advance(row, position, applied)
+        if stopped or row.failed_event_id is not None:
+            _record_stop(row, stopped)
+    if stopped:
+        raise stopped
     return applied
+
+
+def catch_up(projection: Projection, *, limit: int = CHUNK) -> int:
+    """Apply up to `limit` new events to an asynchronous projection; return how many.
+
+    Raises ProjectionStopped at an event it cannot apply (see _step).
+    """
+    return _step(projection, projection.name, projection.live(), limit=limit)
 
 
 # --- the runner's lock ----------------------------------------------------------------
@@ -203,7 +304,8 @@ def rebuild(projection: Projection, *, progress: Progress | None = None, restart
 
     Resumes an interrupted rebuild (its shadow tables and checkpoint survive)
     unless `restart`. `steps` stops after that many committed chunks without
-    swapping (for operators who want to pace it, and for tests).
+    swapping (for operators who want to pace it, and for tests). At an event it
+    cannot apply, raises ProjectionStopped, with the events before it kept.
     """
     progress = progress or Progress()
     shadow = {table: shadow_name(table) for table in projection.tables}
@@ -223,11 +325,7 @@ def rebuild(projection: Projection, *, progress: Progress | None = None, restart
             if steps == 0:
                 return False
             steps -= 1
-        with transaction.atomic():
-            row = checkpoint(name, lock=True)
-            position, applied = _apply_all(projection, shadow, position_of(row), limit=chunk)
-            if applied:
-                _advance(row, position, applied)
+        applied = _step(projection, name, shadow, limit=chunk)
         progress.done += applied
         progress.report(progress)
     _swap(projection, shadow, name)
@@ -263,6 +361,7 @@ def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: st
             ProjectionCheckpoint.objects.filter(name=projection.name).update(
                 transaction_id=position.transaction_id, event_id=position.event_id,
                 events_applied=row.events_applied + applied, updated_at=timezone.now(),
+                failed_event_id=None, failure=None, failed_at=None,  # past any event it had stopped at
             )  # fmt: skip
         ProjectionCheckpoint.objects.filter(name=rebuild_checkpoint).delete()
 
@@ -343,14 +442,24 @@ class Drift:
     row: tuple
 
 
-def verify(projection: Projection, *, limit: int = 100) -> list[Drift]:
+class Findings(list):
+    """What verify found: every event replay could not apply (ProjectionStopped), then
+    examples of the rows that differ (Drift). `total` counts both, every differing row included."""
+
+    total = 0
+
+
+def verify(projection: Projection, *, limit: int = 100) -> Findings:
     """Replay the log into temporary tables and compare every row with the live tables.
 
     Runs in one REPEATABLE READ transaction, so the log and the tables are read
     as of one moment: an inline projection is compared with every event then
-    committed, an asynchronous one with the events up to its checkpoint.
+    committed, an asynchronous one with the events up to its checkpoint. Replay
+    goes on past an event it cannot apply, without the rest of that aggregate's
+    events, so that drift elsewhere is still found. At most `limit` differing
+    rows per table and kind are returned (0: none), all of them counted.
     """
-    drifts: list[Drift] = []
+    findings = Findings()
     with transaction.atomic():
         _execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         copies = {table: f"verify_{table}" for table in projection.tables}
@@ -359,14 +468,40 @@ def verify(projection: Projection, *, limit: int = 100) -> list[Drift]:
                 _identifier(copy), _identifier(table)))  # fmt: skip
         until = None if projection.inline else position_of(checkpoint(projection.name))
         if until is None or until != START:
-            _apply_all(projection, copies, START, horizon=False, until=until)
+            findings += _replay(projection, copies, until)
+        findings.total = len(findings)
         for table, copy in copies.items():
             for kind, left, right in (("missing", copy, table), ("unexpected", table, copy)):
-                query = sql.SQL("SELECT * FROM {} EXCEPT SELECT * FROM {} LIMIT %s").format(
-                    _identifier(left), _identifier(right)
-                )
-                with connection.cursor() as cursor:
-                    cursor.execute(query.as_string(connection.connection), [limit])
-                    drifts += [Drift(table, kind, row) for row in cursor.fetchall()]
+                count, rows = _differing(left, right, limit)
+                findings += [Drift(table, kind, row) for row in rows]
+                findings.total += count
         transaction.set_rollback(True)
-    return drifts
+    return findings
+
+
+def _differing(left: str, right: str, limit: int) -> tuple[int, list[tuple]]:
+    """How many rows of `left` are not in `right` (counted apart, so that showing none still finds them all),
+    and at most `limit` of them."""
+    differ = sql.SQL("SELECT * FROM {} EXCEPT SELECT * FROM {}").format(_identifier(left), _identifier(right))
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM ({}) differ").format(differ).as_string(connection.connection))
+        count = cursor.fetchone()[0]
+        if not (count and limit):
+            return count, []
+        cursor.execute(sql.SQL("{} LIMIT %s").format(differ).as_string(connection.connection), [limit])
+        return count, cursor.fetchall()
+
+
+def _replay(projection: Projection, tables: dict[str, str], until: Position | None) -> list[ProjectionStopped]:
+    """Replay the log into `tables`; return the events it could not apply, going on after each
+    without the rest of its aggregate's events."""
+    stops: list[ProjectionStopped] = []
+    after = START
+    while True:
+        skip = {stop.aggregate_id for stop in stops}
+        try:
+            _apply_all(projection, tables, after, skip=skip, horizon=False, until=until)
+            return stops
+        except ProjectionStopped as stopped:
+            stops.append(stopped)
+            after = stopped.position

@@ -258,9 +258,9 @@ def test_replay_account_accepts_the_largest_version_and_shows_the_account_as_it_
 
 
 @pytest.mark.parametrize("command", ["verify_projections", "verify_event_store"])
-@pytest.mark.parametrize("show", ["-1", "0", "2147483648", "many"])
-def test_verify_commands_refuse_a_show_count_outside_1_to_2147483647_with_a_command_error(command, show):
-    with pytest.raises(CommandError, match="--show: must be a whole number from 1 to 2147483647"):
+@pytest.mark.parametrize("show", ["-1", "2147483648", "many"])
+def test_verify_commands_refuse_a_show_count_outside_0_to_2147483647_with_a_command_error(command, show):
+    with pytest.raises(CommandError, match="--show: must be a whole number from 0 to 2147483647"):
         call_command(command, "--show", show, stdout=io.StringIO())
 
 
@@ -281,8 +281,8 @@ def test_verify_projections_showing_one_difference_still_reports_the_drift():
          "Enter a date and time"),
         (["replay_account", "00000000-0000-0000-0000-000000000000", "--version", "2147483648"],
          "--version must be a whole number from 1 to 2147483647"),
-        (["verify_projections", "--show", "-1"], "--show: must be a whole number from 1 to 2147483647"),
-        (["verify_event_store", "--show", "-1"], "--show: must be a whole number from 1 to 2147483647"),
+        (["verify_projections", "--show", "-1"], "--show: must be a whole number from 0 to 2147483647"),
+        (["verify_event_store", "--show", "-1"], "--show: must be a whole number from 0 to 2147483647"),
     ],
 )  # fmt: skip
 def test_bad_command_input_from_the_shell_exits_non_zero_with_a_message_not_a_traceback(args, message):

@@ -5,7 +5,7 @@ import json
 import uuid
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts import services
@@ -165,3 +165,21 @@ def test_replay_account_replays_from_events_alone(snapshot_every):
     out = io.StringIO()
     call_command("replay_account", str(account.id), stdout=out)
     assert "balance  1.05 EUR" in out.getvalue()
+
+
+def test_verify_event_store_compares_every_snapshot_with_a_replay(snapshot_every):
+    honest, doctored, ahead = (AccountFactory(initial_deposit=100) for _ in range(3))
+    for account in (honest, doctored):
+        deposits(account.id, 5)  # snapshots at version 5
+    plant_snapshot(ahead.id, 7, services.get_account(ahead.id).to_snapshot() | {"version": 7})
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE snapshots SET state = jsonb_set(state, '{balance}', '1000000') WHERE aggregate_id = %s",
+                       [doctored.id])  # fmt: skip
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_event_store", "--show", "5", stdout=out)
+    assert caught.value.returncode == 1
+    report = out.getvalue()
+    assert "snapshots that differ from a replay of their events: 2 FOUND" in report
+    assert f"{doctored.id} at version 5" in report and f"{ahead.id} at version 7" in report
+    assert str(honest.id) not in report

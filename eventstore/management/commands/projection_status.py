@@ -13,7 +13,10 @@ SELECT count(*), min(created_at) FROM events
 
 
 class Command(BaseCommand):
-    help = "Show each projection's position, the events it has still to apply, and its lag in seconds."
+    help = (
+        "Show each projection's position, the events it has still to apply, and its lag in seconds; "
+        "under a projection stopped at an event it cannot apply, that event and why."
+    )
 
     def handle(self, *args, **options):
         now = timezone.now()
@@ -27,10 +30,13 @@ class Command(BaseCommand):
             self._row(row.name, "rebuild", now)
 
     def _row(self, name, mode, now):
-        row = projections.checkpoint(name)
+        # Read only (a runner that never started has no row yet): the application's role may run this.
+        row = projections.ProjectionCheckpoint.objects.filter(name=name).first() or projections.ProjectionCheckpoint(name=name)
         with connection.cursor() as cursor:
             cursor.execute(BEHIND, [str(row.transaction_id), row.event_id])
             behind, oldest = cursor.fetchone()
         lag = (now - oldest).total_seconds() if oldest else 0.0
         position = f"({row.transaction_id}, {row.event_id})"
         self.stdout.write(f"{name:<28} {mode:<7} {position:<24} {row.events_applied:>10} {behind:>10} {lag:>8.1f}")
+        if row.failed_event_id is not None:
+            self.stdout.write(f"{name} FAILED: {row.failure} (since {row.failed_at.isoformat(timespec='seconds')})")

@@ -13,7 +13,8 @@ class Command(BaseCommand):
     help = (
         "Rebuild projections into fresh shadow tables from the start of the log while commands "
         "keep running, catch up to the live position and swap them in one short transaction. "
-        "An interrupted rebuild resumes where it stopped when run again."
+        "An interrupted rebuild resumes where it stopped when run again, as does one stopped at "
+        "an event it cannot apply, once the projection or the event is fixed."
     )
 
     def add_arguments(self, parser):
@@ -42,5 +43,8 @@ class Command(BaseCommand):
                 bar.total = progress.total
                 bar.update(progress.done - bar.n)
 
-            projections.rebuild(projection, progress=projections.Progress(report=report), restart=restart, chunk=chunk)
+            try:
+                projections.rebuild(projection, progress=projections.Progress(report=report), restart=restart, chunk=chunk)
+            except projections.ProjectionStopped as stopped:
+                raise CommandError(f"{stopped} -- fix the projection or the event, then run again to resume") from None
         self.stdout.write(self.style.SUCCESS(f"{projection.name}: rebuilt and swapped in"))

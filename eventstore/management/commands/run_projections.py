@@ -1,6 +1,7 @@
 """run_projections: keep the asynchronous projections current, one runner per projection."""
 
 import signal
+import sys
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandError
@@ -8,12 +9,16 @@ from django.core.management.base import BaseCommand, CommandError
 from eventstore import db, projections
 from eventstore.context import metadata_context, system_actor
 
+STOPPED = 4  # exit status of --once when a projection stopped at an event it cannot apply
+
 
 class Command(BaseCommand):
     help = (
         "Catch every asynchronous projection up from its checkpoint, then wait for new events "
         "(LISTEN/NOTIFY, with polling as a fallback) and apply them in batches. Each projection "
         "has one runner at a time, held by a PostgreSQL advisory lock: a second runner waits. "
+        "A projection that reaches an event it cannot apply stops there, says so in one line on "
+        "stderr and is released; the others go on (--once then exits 4). "
         "Stops cleanly on SIGINT or SIGTERM, after the batch in hand."
     )
 
@@ -42,21 +47,33 @@ class Command(BaseCommand):
         self.stopping = True
 
     def _run(self, wanted, batch, poll, once):
-        owned, told = [], set()
+        owned, told, stopped = [], set(), []
         listener = psycopg.connect(**db.conninfo(), autocommit=True)
         try:
             listener.execute("LISTEN events_appended")
             while not self.stopping:
                 for projection in wanted:
-                    if projection not in owned and projections.try_lock_runner(projection.name):
+                    if projection in owned or projection in stopped:
+                        continue
+                    if projections.try_lock_runner(projection.name):
                         owned.append(projection)
                         self.stdout.write(f"running {projection.name}")
-                    elif projection not in owned and projection.name not in told:
+                    elif projection.name not in told:
                         told.add(projection.name)
                         self.stdout.write(f"waiting: another runner holds {projection.name}")
-                for projection in owned:
-                    self._catch_up(projection, batch)
+                for projection in list(owned):
+                    try:
+                        self._catch_up(projection, batch)
+                    except projections.ProjectionStopped as stop:
+                        # Trying again would stop at the same event: leave it to a runner
+                        # started once the code or the event is fixed.
+                        owned.remove(projection)
+                        projections.unlock_runner(projection.name)
+                        stopped.append(projection)
+                        self.stderr.write(str(stop))
                 if once:
+                    if stopped:
+                        sys.exit(STOPPED)  # its line said why: a CommandError would say it twice
                     if len(owned) < len(wanted):
                         raise CommandError("another runner holds some of these projections.", returncode=3)
                     break

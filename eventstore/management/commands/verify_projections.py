@@ -10,44 +10,55 @@ MAX_SHOWN = 2**31 - 1
 
 
 def example_count(text: str) -> int:
-    """--show's value, for verify_projections and verify_event_store.
+    """--show's value, for verify_projections and verify_event_store: how many examples to print.
 
-    At least 1: the examples fetched are also how a finding is found, so 0 would
-    report none. At most MAX_SHOWN, well inside PostgreSQL's bigint, past which the LIMIT fails.
+    0 prints none; findings are counted all the same. At most MAX_SHOWN, well
+    inside PostgreSQL's bigint, past which the LIMIT fails.
     """
     try:
         count = int(text)
     except ValueError:
         count = None
-    if count is None or not 1 <= count <= MAX_SHOWN:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_SHOWN}, not {text!r}.")
+    if count is None or not 0 <= count <= MAX_SHOWN:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SHOWN}, not {text!r}.")
     return count
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class Command(BaseCommand):
     help = (
         "Replay the log into temporary tables and compare every row of each projection with "
-        "what replay gives. Prints each difference; exits 1 on any drift."
+        "what replay gives. Prints each event replay cannot apply and each difference; exits 1 on any."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("names", nargs="*", help="Projections to verify (default: all).")
         parser.add_argument(
-            "--show", type=example_count, default=50, help=f"At most this many differences per table, 1 to {MAX_SHOWN}."
-        )
+            "--show", type=example_count, default=50,
+            help=f"At most this many examples of each kind per table, 0 to {MAX_SHOWN}; all are counted.",
+        )  # fmt: skip
 
     def handle(self, *args, names, show, **options):
         try:
             chosen = projections.named(names)
         except KeyError as error:
             raise CommandError(error.args[0]) from None
-        drifted = 0
+        rows = events = 0
         for projection in chosen:
-            drifts = projections.verify(projection, limit=show)
-            drifted += len(drifts)
-            for drift in drifts:
+            findings = projections.verify(projection, limit=show)
+            stops = [finding for finding in findings if isinstance(finding, projections.ProjectionStopped)]
+            events += len(stops)
+            rows += findings.total - len(stops)
+            for stop in stops[:show]:
+                self.stdout.write(str(stop))
+            for drift in findings[len(stops):]:
                 what = "missing from the table" if drift.kind == "missing" else "in the table, not in replay"
                 self.stdout.write(f"{projection.name}: {drift.table}: {what}: {drift.row}")
-            self.stdout.write(f"{projection.name}: {'DRIFT' if drifts else 'ok'}")
-        if drifted:
-            raise CommandError(f"{drifted} rows differ from a replay of the log.", returncode=1)
+            self.stdout.write(f"{projection.name}: {'DRIFT' if findings.total else 'ok'}")
+        found = [f"{counted(rows, 'row')} {'differs' if rows == 1 else 'differ'} from a replay of the log"] if rows else []
+        found += [f"{counted(events, 'event')} could not be applied"] if events else []
+        if found:
+            raise CommandError("; ".join(found) + ".", returncode=1)

@@ -1,0 +1,306 @@
+"""Events a projection cannot apply: projections stop at them, and say so; verifiers report them and go on."""
+
+import datetime
+import io
+import json
+import signal
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from psycopg import sql
+
+from accounts import services
+from accounts.models import Account, DailyStatement
+from accounts.projections import accounts as account_projection
+from accounts.projections import daily_statements
+from eventstore import projections
+from eventstore.models import Event
+from tests.accounts.test_operations import wait_for
+from tests.accounts.test_projections import settle
+from tests.conftest import manage
+from tests.factories import AccountFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def read_models_match_the_log():
+    """Django empties read-model tables and checkpoints between transactional tests, never the log: rebuild first."""
+    projections.rebuild(account_projection)
+    projections.rebuild(daily_statements)
+
+
+def _without_trigger(trigger, statement, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE events DISABLE TRIGGER {trigger}")
+        try:
+            cursor.execute(statement, params)
+            return cursor.fetchone() if cursor.description else None
+        finally:
+            cursor.execute(f"ALTER TABLE events ENABLE TRIGGER {trigger}")
+
+
+@pytest.fixture
+def tamper():
+    """Insert an event straight into the log, as anyone holding the application's role could.
+
+    Django never empties the log between tests, so the tampered accounts' events go afterwards.
+    """
+    touched = set()
+
+    def insert(account_id, event_type, data, *, version=None, created_at=None):
+        touched.add(account_id)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, created_at) "
+                "VALUES (%s, 'BankAccount', %s, %s::jsonb, "
+                "        COALESCE(%s, (SELECT max(version) + 1 FROM events WHERE aggregate_id = %s)), "
+                "        COALESCE(%s, now())) RETURNING id",
+                [account_id, event_type, json.dumps(data), version, account_id, created_at],
+            )
+            return cursor.fetchone()[0]
+
+    yield insert
+    if touched:
+        _without_trigger("events_no_delete", "DELETE FROM events WHERE aggregate_id = ANY(%s)", [list(touched)])
+
+
+def catch_up_everything(projection):
+    settle()
+    while projections.catch_up(projection):
+        pass
+
+
+def event_id(account_id, version):
+    return Event.objects.get(aggregate_id=account_id, version=version).id
+
+
+def stop_line(name, event, account_id, version, event_type, reason):
+    return f"{name}: stopped at event {event} (BankAccount {account_id} v{version} {event_type}): {reason}"
+
+
+# --- catch_up -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        ({}, "KeyError: 'amount'"),  # schema 1: the upcaster finds no amount
+        ({"schema_version": 2}, "KeyError: 'amount'"),  # the projection finds none
+        ({"amount": 10**40, "schema_version": 2}, "DataError: "),  # the database refuses the row
+    ],
+    ids=["unreadable", "unappliable", "refused by the database"],
+)
+def test_an_event_the_projection_cannot_apply_stops_it_there_until_it_is_fixed(tamper, data, reason):
+    ahead, broken = AccountFactory(initial_deposit=100), AccountFactory(initial_deposit=100)
+    services.deposit(account_id=ahead.id, amount=1, source="cash")
+    bad = tamper(broken.id, "Deposited", data)
+    services.deposit(account_id=ahead.id, amount=2, source="cash")
+    settle()
+
+    with pytest.raises(projections.ProjectionStopped) as stopped:
+        projections.catch_up(daily_statements)
+    line = stop_line("daily_statements", bad, broken.id, 2, "Deposited", reason)
+    assert str(stopped.value).startswith(line) and "\n" not in str(stopped.value)
+    assert (stopped.value.projection, stopped.value.event_id, stopped.value.aggregate_id) == ("daily_statements", bad, broken.id)
+    assert (stopped.value.version, stopped.value.event_type) == (2, "Deposited")
+    assert stopped.value.reason.startswith(reason)
+    # The events before it are applied and the checkpoint is just before it; the stop is on record.
+    row = projections.checkpoint("daily_statements")
+    assert row.event_id == event_id(ahead.id, 2)
+    assert row.failed_event_id == bad and row.failure == str(stopped.value).removeprefix("daily_statements: ")
+    assert row.failed_at is not None
+    assert DailyStatement.objects.get(account_id=ahead.id).closing_balance == 101
+
+    with pytest.raises(projections.ProjectionStopped):  # it stays stopped: nothing is skipped
+        projections.catch_up(daily_statements)
+    again = projections.checkpoint("daily_statements")
+    assert (again.event_id, again.failed_event_id, again.failed_at) == (row.event_id, bad, row.failed_at)
+
+    # The owner repairs the event: the next catch-up goes on and clears the failure.
+    _without_trigger("events_no_update", "UPDATE events SET event_data = %s WHERE id = %s",
+                     [json.dumps({"amount": 5, "schema_version": 2}), bad])  # fmt: skip
+    catch_up_everything(daily_statements)
+    row = projections.checkpoint("daily_statements")
+    assert (row.failed_event_id, row.failure, row.failed_at) == (None, None, None)
+    assert DailyStatement.objects.get(account_id=ahead.id).closing_balance == 103
+    assert DailyStatement.objects.get(account_id=broken.id).closing_balance == 105
+    assert projections.verify(daily_statements) == []
+
+
+# --- run_projections ------------------------------------------------------------------------
+
+
+class EventCounts(projections.Projection):
+    """Test-only: events per account. It reads no payload, so no payload stops it."""
+
+    name = "test_event_counts"
+    tables = ("test_event_counts",)
+    aggregate_types = frozenset({"BankAccount"})
+
+    def apply(self, events, tables):
+        upsert = sql.SQL(
+            "INSERT INTO {} AS t VALUES (%s, %s) ON CONFLICT (account_id) DO UPDATE SET events = t.events + EXCLUDED.events"
+        ).format(sql.Identifier(tables["test_event_counts"]))
+        with connection.cursor() as cursor:
+            for account_id, count in Counter(event.aggregate_id for event in events).items():
+                cursor.execute(upsert.as_string(connection.connection), [account_id, count])
+
+
+@pytest.fixture
+def event_counts(monkeypatch):
+    """A second asynchronous projection, registered after daily_statements, for this test only."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE test_event_counts (account_id uuid PRIMARY KEY, events integer NOT NULL)")
+    monkeypatch.setitem(projections.registry, EventCounts.name, EventCounts())
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE test_event_counts")
+
+
+def test_run_projections_once_stops_the_projection_that_cannot_apply_an_event_and_runs_the_others(tamper, event_counts):
+    broken = AccountFactory(initial_deposit=100)
+    bad = tamper(broken.id, "Deposited", {})
+    later = AccountFactory(initial_deposit=7)
+    settle()
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("run_projections", "--once", stdout=out, stderr=err)
+    assert exited.value.code == 4
+    assert err.getvalue().splitlines() == [stop_line("daily_statements", bad, broken.id, 2, "Deposited", "KeyError: 'amount'")]
+    assert "test_event_counts: applied" in out.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT account_id, events FROM test_event_counts WHERE account_id = ANY(%s)", [[broken.id, later.id]])
+        assert dict(cursor.fetchall()) == {broken.id: 2, later.id: 1}  # past the event daily_statements stopped at
+    assert not DailyStatement.objects.filter(account_id=later.id).exists()
+    assert projections.checkpoint("daily_statements").failed_event_id == bad
+
+
+@pytest.mark.slow
+def test_a_runner_says_once_that_a_projection_stopped_releases_it_and_keeps_running(tamper):
+    broken = AccountFactory(initial_deposit=100)
+    bad = tamper(broken.id, "Deposited", {})
+    settle()
+    runner = manage("run_projections", "--poll", "0.2")
+    try:
+        lines = wait_for(runner, "stopped at event")
+        assert lines[-1].rstrip("\n") == stop_line("daily_statements", bad, broken.id, 2, "Deposited", "KeyError: 'amount'")
+        assert projections.try_lock_runner("daily_statements")  # released while the runner goes on
+        projections.unlock_runner("daily_statements")
+        AccountFactory(initial_deposit=5)  # wakes the runner, which does not try the stopped projection again
+        time.sleep(1)
+        assert runner.poll() is None
+    finally:
+        runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 0
+    output = "".join(lines) + runner.stdout.read()
+    assert output.count("stopped at event") == 1 and "Traceback" not in output
+
+
+def test_projection_status_shows_a_stopped_projection_with_its_event_and_reason(tamper):
+    broken = AccountFactory(initial_deposit=100)
+    bad = tamper(broken.id, "Deposited", {})
+    with pytest.raises(projections.ProjectionStopped):
+        catch_up_everything(daily_statements)
+    out = io.StringIO()
+    call_command("projection_status", stdout=out)
+    (line,) = [line for line in out.getvalue().splitlines() if "FAILED" in line]
+    assert line.startswith("daily_statements FAILED: ")
+    assert stop_line("", bad, broken.id, 2, "Deposited", "KeyError: 'amount'")[2:] in line
+
+
+# --- rebuild_projections ----------------------------------------------------------------------
+
+
+def test_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_from_there_once_it_is_fixed(tamper):
+    first = AccountFactory(initial_deposit=100)
+    broken = AccountFactory(initial_deposit=100)
+    bad = tamper(broken.id, "Withdrawn", {"amount": 500, "schema_version": 2})  # more than the balance
+    AccountFactory(initial_deposit=9)
+    with pytest.raises(CommandError) as caught:
+        call_command("rebuild_projections", "accounts", "--chunk", "100", stdout=io.StringIO(), stderr=io.StringIO())
+    message = str(caught.value)  # the reason: the balance would go below zero (the rules or the table's CHECK)
+    assert message.startswith(stop_line("accounts", bad, broken.id, 2, "Withdrawn", "")) and "\n" not in message
+    row = projections.ProjectionCheckpoint.objects.get(name="accounts__rebuild")
+    assert (row.event_id, row.failed_event_id) == (event_id(broken.id, 1), bad)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT balance FROM account_read_model__rebuild WHERE account_id = %s", [first.id])
+        assert cursor.fetchone() == (100,)
+
+    _without_trigger("events_no_delete", "DELETE FROM events WHERE id = %s", [bad])  # the owner's repair
+    resumed = projections.Progress()
+    assert projections.rebuild(account_projection, progress=resumed)
+    assert resumed.total == Event.objects.filter(id__gt=row.event_id).count()  # resumed, not started over
+    assert projections.verify(account_projection) == []
+
+
+# --- verify_projections ---------------------------------------------------------------------
+
+
+def test_verify_projections_reports_an_event_it_cannot_apply_and_goes_on_to_find_drift(tamper):
+    broken = AccountFactory(initial_deposit=100)
+    bad = tamper(broken.id, "Withdrawn", {"amount": 500, "schema_version": 2})
+    drifted = AccountFactory(initial_deposit=100)  # after the bad event in the log
+    catch_up_everything(daily_statements)
+    Account.objects.filter(account_id=drifted.id).update(balance=999)
+    DailyStatement.objects.filter(account_id=drifted.id).update(event_count=7)
+
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_projections", stdout=out)
+    assert caught.value.returncode == 1
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith(stop_line("accounts", bad, broken.id, 2, "Withdrawn", "")) for line in lines)
+    assert any(line.startswith("accounts: account_read_model: missing") and str(drifted.id) in line for line in lines)
+    assert any(line.startswith("daily_statements: account_daily_statement: ") and str(drifted.id) in line for line in lines)
+    assert "accounts: DRIFT" in lines and "daily_statements: DRIFT" in lines
+    assert str(caught.value) == "4 rows differ from a replay of the log; 1 event could not be applied."
+
+    findings = projections.verify(account_projection)
+    assert [(f.event_id, f.aggregate_id) for f in findings if isinstance(f, projections.ProjectionStopped)] == [(bad, broken.id)]
+
+
+def test_verify_projections_show_0_prints_no_example_and_still_fails_with_the_count():
+    account = AccountFactory(initial_deposit=100)
+    Account.objects.filter(account_id=account.id).update(status="frozen")
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_projections", "accounts", "--show", "0", stdout=out)
+    assert caught.value.returncode == 1
+    assert str(caught.value) == "2 rows differ from a replay of the log."
+    assert out.getvalue().splitlines() == ["accounts: DRIFT"]
+
+
+# --- verify_event_store ---------------------------------------------------------------------
+
+
+def test_verify_event_store_finds_an_event_dated_before_the_version_before_it_even_with_show_0(tamper):
+    aggregate, now = uuid.uuid4(), datetime.datetime.now(datetime.timezone.utc)
+    opened = {"owner": "Early Bird", "currency": "EUR", "initial_balance": 0, "schema_version": 2}
+    tamper(aggregate, "Opened", opened, version=1, created_at=now)
+    with connection.cursor() as cursor:  # the append guard refuses it even to the owner
+        cursor.execute("ALTER TABLE events DISABLE TRIGGER events_append_guard")
+        try:
+            tamper(aggregate, "Deposited", {"amount": 1, "schema_version": 2}, version=2,
+                   created_at=now - datetime.timedelta(hours=1))  # fmt: skip
+        finally:
+            cursor.execute("ALTER TABLE events ENABLE TRIGGER events_append_guard")
+
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_event_store", stdout=out)
+    assert caught.value.returncode == 1
+    assert "events dated before the version they follow: 1 FOUND" in out.getvalue()
+    assert any(line.startswith("events dated before the version they follow: ") and str(aggregate) in line
+               for line in out.getvalue().splitlines())  # fmt: skip
+
+    out = io.StringIO()
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_event_store", "--show", "0", stdout=out)
+    assert caught.value.returncode == 1
+    assert str(caught.value) == "1 finding in the event store."
+    assert str(aggregate) not in out.getvalue() and "event store ok" not in out.getvalue()
