@@ -9,6 +9,7 @@ EventStore at least 0.8 of raw.
 
 import json
 import uuid
+from datetime import datetime, timezone
 
 import psycopg
 
@@ -42,12 +43,16 @@ def run(conninfo) -> bool:
                     json.dumps(payload),
                     json.dumps({"correlation_id": str(uuid.uuid4())}),
                     versions["raw"],
+                    datetime.now(timezone.utc),
                 ],
             )
 
     def store_round():
         for _ in range(PER_ROUND):
-            store.append(store_aggregate, "Bench", versions["store"], [NewEvent("Ticked", payload)])
+            store.append(
+                store_aggregate, "Bench", versions["store"], [NewEvent("Ticked", payload)],
+                created_at=datetime.now(timezone.utc),
+            )  # fmt: skip
             versions["store"] += 1
 
     raw_round(), store_round()  # warm both connections and caches
