@@ -97,9 +97,9 @@ class UnreadableEvent(DomainError):
 
     def __init__(self, account_id, version: int, event_type: str, reason: str):
         self.account_id, self.version, self.event_type = account_id, version, event_type
+        self.description = f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}."
         super().__init__(
-            f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}. "
-            "Nothing was done; an administrator must investigate the account's history."
+            f"{self.description} Nothing was done; an administrator must investigate the account's history."
         )
 
 

@@ -1,0 +1,37 @@
+"""An account with an event that cannot be read, as a teller sees it on a desk and on a phone."""
+
+import json
+
+import pytest
+from django.db import connection
+
+from accounts import services
+from tests.browser.test_staff_flow import log_in
+from tests.factories import AccountFactory, UserFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.mark.parametrize("width", [1366, 390])
+def test_the_integrity_warning_is_seen_whole_and_no_command_is_offered(page, shot, width):
+    UserFactory(username="tina", role="teller")
+    account = AccountFactory(owner="Held Account", initial_deposit=1_000)
+    with connection.cursor() as cursor:  # as anyone holding the application's database role could
+        cursor.execute(
+            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
+            "VALUES (%s, 'BankAccount', 'Deposited', %s, '{}', 2, clock_timestamp())",
+            [account.id, json.dumps({"source": "no amount"})],
+        )
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, "tina")
+    page.goto(f"/accounts/{account.id}/")
+    banner = page.locator(".integrity-banner[role=alert]")
+    banner.wait_for()
+    assert f"Version 2 of account {account.id}" in banner.inner_text()
+    assert "Nothing was done" not in banner.inner_text()  # said of refused commands, not of a page view
+    box = banner.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width  # readable without scrolling sideways
+    assert page.locator("#id_deposit-amount").count() == 0
+    assert "10.00 EUR" in page.inner_text(".balance")
+    shot(page, f"integrity-warning-{width}")
+    assert services.get_account(account.id, version=1).balance == 1_000
