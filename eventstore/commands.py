@@ -19,9 +19,10 @@ transaction-level advisory lock first (several aggregates in `lock_key` order,
 so opposite transfers cannot deadlock). The unique (aggregate_id, version) key
 stays the final guard against any writer that bypasses the lock.
 
-A command costs four round trips: BEGIN; lock and load (one statement); the
-append, read models, snapshot and command log (one statement, db.deferred());
-COMMIT.
+A command costs four round trips: BEGIN; lock and load (one statement, which
+also reads the database's clock that dates the events); the append, read
+models, snapshot and command log (one statement, db.deferred()); COMMIT.
+Opening an account loads nothing, so it reads the clock in a round trip of its own.
 """
 
 from __future__ import annotations
