@@ -1,3 +1,4 @@
+import json
 import threading
 from contextlib import contextmanager
 import uuid
@@ -138,3 +139,39 @@ def pytest_terminal_summary(terminalreporter):
     if test_fuzz.CASES:
         total = sum(test_fuzz.CASES.values())
         terminalreporter.write_line(f"fuzzed input: {total} cases, " + ", ".join(f"{k} {v}" for k, v in sorted(test_fuzz.CASES.items())))
+
+
+def without_trigger(trigger, statement, params=()):
+    """Run one statement with one guard trigger off, as only the table's owner can (tests' repairs)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE events DISABLE TRIGGER {trigger}")
+        try:
+            cursor.execute(statement, params)
+            return cursor.fetchone() if cursor.description else None
+        finally:
+            cursor.execute(f"ALTER TABLE events ENABLE TRIGGER {trigger}")
+
+
+@pytest.fixture
+def tamper():
+    """Insert an event straight into the log, as anyone holding the application's role could.
+
+    Django never empties the log between tests, so the tampered accounts' events go afterwards.
+    """
+    touched = set()
+
+    def insert(account_id, event_type, data, *, version=None, created_at=None):
+        touched.add(account_id)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, created_at) "
+                "VALUES (%s, 'BankAccount', %s, %s::jsonb, "
+                "        COALESCE(%s, (SELECT max(version) + 1 FROM events WHERE aggregate_id = %s)), "
+                "        COALESCE(%s, now())) RETURNING id",
+                [account_id, event_type, json.dumps(data), version, account_id, created_at],
+            )
+            return cursor.fetchone()[0]
+
+    yield insert
+    if touched:
+        without_trigger("events_no_delete", "DELETE FROM events WHERE aggregate_id = ANY(%s)", [list(touched)])

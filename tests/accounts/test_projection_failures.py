@@ -21,7 +21,7 @@ from eventstore import projections
 from eventstore.models import Event
 from tests.accounts.test_operations import wait_for
 from tests.accounts.test_projections import settle
-from tests.conftest import manage
+from tests.conftest import manage, without_trigger
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,41 +32,6 @@ def read_models_match_the_log():
     """Django empties read-model tables and checkpoints between transactional tests, never the log: rebuild first."""
     projections.rebuild(account_projection)
     projections.rebuild(daily_statements)
-
-
-def _without_trigger(trigger, statement, params=()):
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE events DISABLE TRIGGER {trigger}")
-        try:
-            cursor.execute(statement, params)
-            return cursor.fetchone() if cursor.description else None
-        finally:
-            cursor.execute(f"ALTER TABLE events ENABLE TRIGGER {trigger}")
-
-
-@pytest.fixture
-def tamper():
-    """Insert an event straight into the log, as anyone holding the application's role could.
-
-    Django never empties the log between tests, so the tampered accounts' events go afterwards.
-    """
-    touched = set()
-
-    def insert(account_id, event_type, data, *, version=None, created_at=None):
-        touched.add(account_id)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, created_at) "
-                "VALUES (%s, 'BankAccount', %s, %s::jsonb, "
-                "        COALESCE(%s, (SELECT max(version) + 1 FROM events WHERE aggregate_id = %s)), "
-                "        COALESCE(%s, now())) RETURNING id",
-                [account_id, event_type, json.dumps(data), version, account_id, created_at],
-            )
-            return cursor.fetchone()[0]
-
-    yield insert
-    if touched:
-        _without_trigger("events_no_delete", "DELETE FROM events WHERE aggregate_id = ANY(%s)", [list(touched)])
 
 
 def catch_up_everything(projection):
@@ -122,7 +87,7 @@ def test_an_event_the_projection_cannot_apply_stops_it_there_until_it_is_fixed(t
     assert (again.event_id, again.failed_event_id, again.failed_at) == (row.event_id, bad, row.failed_at)
 
     # The owner repairs the event: the next catch-up goes on and clears the failure.
-    _without_trigger("events_no_update", "UPDATE events SET event_data = %s WHERE id = %s",
+    without_trigger("events_no_update", "UPDATE events SET event_data = %s WHERE id = %s",
                      [json.dumps({"amount": 5, "schema_version": 2}), bad])  # fmt: skip
     catch_up_everything(daily_statements)
     row = projections.checkpoint("daily_statements")
@@ -231,7 +196,7 @@ def test_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_from_there_once_i
         cursor.execute("SELECT balance FROM account_read_model__rebuild WHERE account_id = %s", [first.id])
         assert cursor.fetchone() == (100,)
 
-    _without_trigger("events_no_delete", "DELETE FROM events WHERE id = %s", [bad])  # the owner's repair
+    without_trigger("events_no_delete", "DELETE FROM events WHERE id = %s", [bad])  # the owner's repair
     resumed = projections.Progress()
     assert projections.rebuild(account_projection, progress=resumed)
     assert resumed.total == Event.objects.filter(id__gt=row.event_id).count()  # resumed, not started over
