@@ -7,8 +7,9 @@
 import importlib
 import sys
 
-from bench.harness import bench_database
+from harness.database import scratch_database
 
+BENCH_DATABASE = "bank_bench"  # made anew for each benchmark, dropped after it
 BENCHMARKS = ["append", "commands", "workers", "replay", "pages", "rebuild"]
 
 
@@ -18,7 +19,7 @@ def main(names):
         sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     results = {}
     for name in names or BENCHMARKS:
-        with bench_database() as conninfo:  # each benchmark on a fresh database
+        with scratch_database(BENCH_DATABASE) as conninfo:  # each benchmark on a fresh database
             results[name] = importlib.import_module(f"bench.{name}").run(conninfo)
     missed = [name for name, met in results.items() if not met]
     print(f"\n{len(results) - len(missed)} of {len(results)} benchmarks met their target")

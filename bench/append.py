@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import psycopg
 
-from bench.harness import alternate, rate, report
+from bench.figures import alternate, rate, report
 
 ROUNDS = 30
 PER_ROUND = 150

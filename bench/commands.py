@@ -16,7 +16,7 @@ import uuid
 
 import psycopg
 
-from bench.harness import alternate, rate, report
+from bench.figures import alternate, rate, report
 
 ROUNDS = 20
 PER_ROUND = 60

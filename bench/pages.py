@@ -15,7 +15,7 @@ import uuid
 
 import psycopg
 
-from bench.harness import report
+from bench.figures import report
 
 BIG_ACCOUNT_EVENTS = 100_000
 SMALL_ACCOUNTS, SMALL_ACCOUNT_EVENTS = 9_000, 100

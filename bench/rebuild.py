@@ -22,8 +22,8 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import report
-from bench.workers import database_url
+from bench.figures import report
+from harness.connect import database_url
 
 EVENTS, ACCOUNTS = 1_000_000, 10_000
 RATE_TARGET, MEMORY_TARGET_MB, LAG_TARGET_S = 0.5, 300, 1.0

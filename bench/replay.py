@@ -14,7 +14,7 @@ import uuid
 
 import psycopg
 
-from bench.harness import report
+from bench.figures import report
 
 SIZES = (10_000, 100_000)
 REPEATS = 5

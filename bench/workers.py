@@ -8,27 +8,17 @@ aggregate throughput at least 0.6 of raw.
 """
 
 import multiprocessing
-import os
 import statistics
 import time
 import uuid
-from urllib.parse import quote
 
-from bench.harness import rate, report
+from bench.figures import rate, report
+from harness.connect import setup_django
 
 PROCESSES = 8
 PER_PROCESS = 120
 ROUNDS = 3
 TARGET = 0.6
-
-
-def database_url(conninfo) -> str:
-    user = quote(conninfo.get("user", ""))
-    password = f":{quote(conninfo['password'])}" if conninfo.get("password") else ""
-    host, port, name = conninfo.get("host", ""), conninfo.get("port", 5432), conninfo["dbname"]
-    if host.startswith("/"):  # a Unix socket directory, as the embedded server uses
-        return f"postgresql://{user}{password}@/{name}?host={quote(host)}&port={port}"
-    return f"postgresql://{user}{password}@{host}:{port}/{name}"
 
 
 def _raw_worker(conninfo, ready, results):
@@ -46,11 +36,7 @@ def _raw_worker(conninfo, ready, results):
 
 
 def _services_worker(conninfo, ready, results):
-    os.environ["DATABASE_URL"] = database_url(conninfo)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
+    setup_django(conninfo)
     from accounts import services
 
     account = services.open_account(owner="Bench", initial_deposit=0)

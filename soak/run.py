@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
 import threading
 import time
@@ -12,15 +11,15 @@ from collections import Counter
 
 import psycopg
 
-from bench.harness import bench_database
-from bench.workers import database_url
+from harness.connect import setup_django
+from harness.database import scratch_database
 
 SOAK_DATABASE = "bank_soak"
 READY_TIMEOUT = 120  # seconds for every spawned process to start; past it, one has surely died
 
 
 def soak(options) -> int:
-    with bench_database(SOAK_DATABASE) as conninfo:
+    with scratch_database(SOAK_DATABASE) as conninfo:
         from accounts import services
 
         from django.db import connections
@@ -62,17 +61,9 @@ def soak(options) -> int:
         return check(totals, outcomes)
 
 
-def _setup_django(conninfo):
-    os.environ["DATABASE_URL"] = database_url(conninfo)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-
-
 def _worker(conninfo, accounts, hot, seed, ready, stop, results):
     """Random commands until told to stop; reports counts and each key's definite outcome."""
-    _setup_django(conninfo)
+    setup_django(conninfo)
     from django.db import DatabaseError, connections
 
     from accounts import services

@@ -1,43 +1,12 @@
-"""Shared set-up for benchmarks: a throw-away database on the configured server.
+"""The figures every benchmark reports: rates, alternating rounds, a small table.
 
 Every figure is a ratio against raw psycopg measured on the same database in the
 same run, because absolute times on shared machines drift. Rounds alternate
 between the two sides so that drift hits both alike.
 """
 
-import os
 import statistics
 import time
-from contextlib import contextmanager
-
-import django
-
-BENCH_DATABASE = "bank_bench"
-
-
-@contextmanager
-def bench_database(name: str = BENCH_DATABASE):
-    """Create a fresh, migrated database `name`, yield libpq connection kwargs, drop it."""
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
-
-    settings.DEBUG = False  # as in production: no query log kept in memory
-
-    connection.settings_dict["TEST"]["NAME"] = name
-    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    try:
-        params = connection.get_connection_params()
-        yield {k: params[k] for k in ("dbname", "user", "password", "host", "port") if params.get(k)}
-    finally:
-        connection.close()
-        with connection._nodb_cursor() as cursor:  # a benchmark that failed may leave sessions behind
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-        connection.creation.destroy_test_db(old_name, verbosity=0)
 
 
 def rate(operations: int, seconds: float) -> float:
