@@ -6,9 +6,6 @@ commit. The raw loop, on its own connection to the same database, loads the
 account's events, folds the balance and inserts one event, one transaction each.
 Every round starts both sides on a fresh account, so raw psycopg never pays for
 a long history (where snapshots would favour the services). Target: >= 0.6.
-
-Also measured: the same deposits with the per-account advisory lock switched
-off, to show what serializing writers costs on an uncontended account.
 """
 
 import json
@@ -51,23 +48,13 @@ def raw_deposit(conn, account_id, amount):
     return balance + amount
 
 
-def services_round(per_round, locking=True):
+def services_round(per_round):
     from accounts import services
-
-    def unlocked_load(*args, **kwargs):
-        return original_load(*args, **{**kwargs, "lock": False})
-
-    original_load = services.load_with_snapshot
 
     def run():
         account = services.open_account(owner="Bench", initial_deposit=0)
-        if not locking:
-            services.load_with_snapshot = unlocked_load
-        try:
-            for _ in range(per_round):
-                services.deposit(account_id=account.id, amount=100, source="bench", idempotency_key=str(uuid.uuid4()))
-        finally:
-            services.load_with_snapshot = original_load
+        for _ in range(per_round):
+            services.deposit(account_id=account.id, amount=100, source="bench", idempotency_key=str(uuid.uuid4()))
 
     return run
 
@@ -81,22 +68,17 @@ def run(conninfo) -> bool:
             raw_deposit(raw, account_id, 100)
 
     raw_round(), services_round(PER_ROUND)()
-    seconds = alternate(
-        ROUNDS, raw=raw_round, services=services_round(PER_ROUND), unlocked=services_round(PER_ROUND, locking=False)
-    )
+    seconds = alternate(ROUNDS, raw=raw_round, services=services_round(PER_ROUND))
     raw.close()
     raw_rate = rate(PER_ROUND, seconds["raw"])
     services_rate = rate(PER_ROUND, seconds["services"])
-    unlocked_rate = rate(PER_ROUND, seconds["unlocked"])
     ratio = services_rate / raw_rate
     report(
         f"command cycle: deposits on one connection ({ROUNDS} rounds x {PER_ROUND} on a fresh account, median)",
         [
             ("raw psycopg load + insert", raw_rate, "deposits/s"),
             ("services.deposit", services_rate, "deposits/s"),
-            ("services.deposit, no account lock", unlocked_rate, "deposits/s"),
             ("ratio services / raw", ratio, "PASS" if ratio >= TARGET else "FAIL"),
-            ("lock cost (unlocked / locked - 1)", 100 * (unlocked_rate / services_rate - 1), "%"),
         ],
         target=f"ratio >= {TARGET}",
     )
