@@ -1,7 +1,8 @@
 """A throw-away migrated database on the configured server, named by its caller.
 
-The caller names it (bank_bench, bank_soak) so that the two never drop each
-other's database, and neither ever touches the bank's own.
+The caller names it (bank_bench, bank_soak) so that the bench and the soak
+never drop each other's database. A database of that name is dropped without
+asking: never point DATABASE_URL at the bank's own server.
 """
 
 from contextlib import contextmanager
