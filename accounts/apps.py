@@ -7,15 +7,18 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         from accounts.domain import AGGREGATE_TYPE, EVENT_TYPES, STATE_SCHEMA, UPCASTERS, BankAccount
-        from eventstore.registry import SnapshotReplay, register_aggregate
-        from eventstore.upcasting import upcasters
+        from eventstore.registry import Aggregate, register_aggregate
 
-        for (event_type, from_schema), step in UPCASTERS.items():
-            upcasters.register(event_type, from_schema, step)
         register_aggregate(
-            AGGREGATE_TYPE,
-            types=EVENT_TYPES,
-            url_name="accounts:detail",
-            snapshot=SnapshotReplay(STATE_SCHEMA, lambda i, events: BankAccount.from_events(i, events).to_snapshot()),
+            Aggregate(
+                type=AGGREGATE_TYPE,
+                event_types=frozenset(EVENT_TYPES),
+                fold=BankAccount.from_events,
+                to_snapshot=BankAccount.to_snapshot,
+                from_snapshot=BankAccount.from_snapshot,
+                state_schema=STATE_SCHEMA,  # snapshots every EVENTSTORE_SNAPSHOT_EVERY events
+                upcasters=UPCASTERS,
+                url_name="accounts:detail",
+            )
         )
         import accounts.projections  # noqa: F401  (registers the bank's projections)

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts.domain import direction
 from accounts.selectors import ChartPoint
 
 WIDTH, HEIGHT, PAD_X, PAD_Y = 760, 220, 56, 18
-KIND = {
-    "Opened": "open", "Deposited": "credit", "TransferReceived": "credit",
-    "Withdrawn": "debit", "TransferSent": "debit",
-}  # fmt: skip
 
 
 @dataclass
@@ -57,5 +54,5 @@ def balance_chart(points: list[ChartPoint]) -> Chart | None:
     for index, point in enumerate(points):
         px, py = x(index), y(point.balance)
         path.append(f"M{px},{py}" if index == 0 else f"H{px} V{py}")
-        markers.append(Marker(px, py, KIND.get(point.event_type, "status"), point))
+        markers.append(Marker(px, py, direction(point.event_type), point))
     return Chart(WIDTH, HEIGHT, " ".join(path), markers, top, bottom, points[0], points[-1], y(bottom))

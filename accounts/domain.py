@@ -182,10 +182,16 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-# Which events move money in and which out: read models fold them the same way.
+# Which events move money in and which out: every reader folds them the same way.
 CREDITS = frozenset({"Deposited", "TransferReceived"})
 DEBITS = frozenset({"Withdrawn", "TransferSent"})
-_STATUS_AFTER = {"Frozen": FROZEN, "Unfrozen": ACTIVE, "Closed": CLOSED}
+_STATUS_AFTER = {"Opened": ACTIVE, "Frozen": FROZEN, "Unfrozen": ACTIVE, "Closed": CLOSED}
+_COUNTERPARTY = {"TransferSent": "to_account_id", "TransferReceived": "from_account_id"}
+LABELS = {
+    "Opened": "Account opened", "Deposited": "Deposit", "Withdrawn": "Withdrawal",
+    "Frozen": "Account frozen", "Unfrozen": "Account unfrozen", "Closed": "Account closed",
+    "TransferSent": "Transfer sent", "TransferReceived": "Transfer received",
+}  # fmt: skip
 
 
 def event_from_data(event_type: str, data: dict) -> Event:
@@ -275,6 +281,68 @@ def _amount(value, *, zero: bool = False) -> int:
     return value
 
 
+# --- reading stored events -----------------------------------------------------
+#
+# Every page, chart, export, projection and check reads an account event's payload
+# through these, after upcasting (StoredEvent.data, Event.data): a new event type
+# is taught here and to the projections that care about it, nowhere else.
+
+
+def amount(event_type: str, data: dict) -> int | None:
+    """The money the event moved, in minor units (the opening balance for Opened); None if it moves none.
+
+    Raises KeyError, TypeError or ValueError for a payload that does not hold a valid amount.
+    """
+    if event_type == "Opened":
+        return _amount(data["initial_balance"], zero=True)
+    if event_type in CREDITS or event_type in DEBITS:
+        return _amount(data["amount"])
+    return None
+
+
+def money_effect(event_type: str, data: dict) -> int:
+    """What the event did to the balance: money in is positive, money out negative, 0 for none."""
+    moved = amount(event_type, data) or 0
+    return -moved if event_type in DEBITS else moved
+
+
+def status_after(event_type: str) -> str | None:
+    """The status the event leaves the account in, or None when it leaves the status as it was."""
+    return _STATUS_AFTER.get(event_type)
+
+
+def counterparty(event_type: str, data: dict) -> uuid.UUID | None:
+    """The other account of a transfer; None for other events (or a payload that names none readable)."""
+    field = _COUNTERPARTY.get(event_type)
+    if field is None:
+        return None
+    try:
+        return uuid.UUID(str(data.get(field)))
+    except ValueError:
+        return None
+
+
+def label(event_type: str) -> str:
+    """The event as staff would name it."""
+    return LABELS.get(event_type, str(event_type))
+
+
+def direction(event_type: str) -> str:
+    """"open", "credit", "debit" or "status": how a chart or a list marks the event."""
+    if event_type == "Opened":
+        return "open"
+    return "credit" if event_type in CREDITS else "debit" if event_type in DEBITS else "status"
+
+
+def stated_reason(data: dict, metadata: dict | None = None) -> str:
+    """The reason, source or reference a member of staff gave for the event."""
+    for source in (metadata or {}, data if isinstance(data, dict) else {}):
+        for key in ("reason", "source", "reference"):
+            if source.get(key):
+                return str(source[key])
+    return ""
+
+
 # --- the aggregate --------------------------------------------------------------
 
 
@@ -340,25 +408,20 @@ class BankAccount:
     def _apply(self, event_type: str, data: dict) -> None:
         # Payloads, not event objects: replaying a long history stays a cheap loop.
         self.version += 1
-        if event_type in CREDITS:
-            self.balance += _amount(data["amount"])
-            if self.balance > MAX_BALANCE:
-                raise ValueError("the balance would pass the ledger's limit")
-        elif event_type in DEBITS:
-            self.balance -= _amount(data["amount"])
-            if self.balance < 0:
-                raise ValueError("the balance would go below zero")
-        elif event_type == "Opened":
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"{event_type} is not a bank account event")
+        if event_type == "Opened":
             if self.version != 1:
                 raise ValueError("an account opens only once, at version 1")
             self.owner, self.currency = str(data["owner"]), str(data["currency"])
-            self.balance, self.status = _amount(data["initial_balance"], zero=True), ACTIVE
-        elif event_type in _STATUS_AFTER:
-            self.status = _STATUS_AFTER[event_type]
-        else:
-            raise ValueError(f"{event_type} is not a bank account event")
         if not self.currency:
             raise ValueError("the account was never opened")
+        self.balance += money_effect(event_type, data)
+        if self.balance < 0:
+            raise ValueError("the balance would go below zero")
+        if self.balance > MAX_BALANCE:
+            raise ValueError("the balance would pass the ledger's limit")
+        self.status = status_after(event_type) or self.status
 
     # snapshots
 

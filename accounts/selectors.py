@@ -14,10 +14,9 @@ from typing import Any
 
 from django.db.models import Count, Q, Sum
 
-from accounts.domain import CREDITS, DEBITS, BankAccount
+from accounts.domain import BankAccount, money_effect
 from accounts.models import Account, DailyStatement
 from eventstore.models import Event, ProjectionCheckpoint
-from eventstore.upcasting import upcasters
 
 PAGE_SIZE = 25
 CHART_EVENTS = 200
@@ -80,13 +79,6 @@ def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: i
 # --- one account ------------------------------------------------------------------
 
 
-@dataclass
-class HistoryEntry:
-    event: Event
-    data: dict
-    balance_after: int | None = None
-
-
 def account_history(account_id, *, up_to_version: int | None = None, before_version: int | None = None,
                     size: int = PAGE_SIZE) -> Page:  # fmt: skip
     """The account's events, newest first, one page before `before_version`."""
@@ -95,13 +87,7 @@ def account_history(account_id, *, up_to_version: int | None = None, before_vers
         events = events.filter(version__lte=up_to_version)
     if before_version is not None:
         events = events.filter(version__lt=before_version)
-    rows = [HistoryEntry(e, upcasters.upcast(e.event_type, e.event_data)) for e in events[: size + 1]]
-    return _page(rows, size, lambda entry: entry.event.version)
-
-
-def version_at(account_id, moment: datetime) -> int:
-    last = Event.objects.filter(aggregate_id=account_id, created_at__lte=moment).order_by("-version").first()
-    return last.version if last else 0
+    return _page(list(events[: size + 1]), size, lambda event: event.version)
 
 
 @dataclass
@@ -126,19 +112,15 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     balance, points = account.balance, []
     for event in events:
         points.append(ChartPoint(event.version, event.created_at, balance, event.event_type))
-        data = upcasters.upcast(event.event_type, event.event_data)
-        if event.event_type in CREDITS:
-            balance -= data["amount"]
-        elif event.event_type in DEBITS:
-            balance += data["amount"]
+        balance -= money_effect(event.event_type, event.data)
     points.reverse()
     return points
 
 
-def events_between(account_id, after_version: int, up_to_version: int, *, limit: int | None = None) -> list[HistoryEntry]:
+def events_between(account_id, after_version: int, up_to_version: int, *, limit: int | None = None) -> list[Event]:
     """The account's events after one version up to another, oldest first; at most `limit` of them."""
     events = Event.objects.filter(aggregate_id=account_id, version__gt=after_version, version__lte=up_to_version)
-    return [HistoryEntry(e, upcasters.upcast(e.event_type, e.event_data)) for e in events.order_by("version")[:limit]]
+    return list(events.order_by("version")[:limit])
 
 
 # --- audit log --------------------------------------------------------------------

@@ -1,73 +1,56 @@
-"""Command handlers: the only code that appends account events.
+"""Command handlers: load the accounts, let the domain decide, hand the new events to the store.
 
-Each command loads the accounts it touches (snapshot + tail), lets the domain
-decide, and appends the events together with the command-log row, the inline
-read model and any due snapshot, in one transaction (eventstore.commands).
-Amounts are integers of minor units; errors are accounts.domain.DomainError
-subclasses with messages fit for staff.
+The store's command unit (eventstore.commands) appends them together with the
+inline read model, any snapshot due and the command-log row, in one transaction,
+and retries a lost race. Amounts are integers of minor units; errors are
+accounts.domain.DomainError subclasses with messages fit for staff.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any
 
 from django.conf import settings
 
-from accounts import projections
 from accounts.domain import (
     AGGREGATE_TYPE,
-    STATE_SCHEMA,
     AccountBusy,
     AccountNotFound,
     BankAccount,
+    Event,
     InvalidInput,
     UnreadableEvent,
     check_account_id,
 )
 from accounts.domain import transfer as decide_transfer
-from eventstore import db
-from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, recorded_results, run_command
-from eventstore.snapshots import crosses_snapshot_boundary, load_with_snapshot, lock_key, save_snapshot
-from eventstore.store import MAX_VERSION, EventStore, NewEvent
+from eventstore import commands, registry, snapshots
+from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, Unit
+from eventstore.models import MAX_VERSION
 
-store = EventStore()
+# What pages need of the store, they take from here: whether a command was answered
+# from the command log (`with outcome() as seen`), and the race that outlasted every retry.
+from eventstore.commands import outcome as outcome  # noqa: E402
+from eventstore.store import ConcurrencyConflict as ConcurrencyConflict  # noqa: E402
 
 
 def _ceiling() -> int:
-    return settings.ACCOUNT_AMOUNT_CEILING
+    ceiling: int = settings.ACCOUNT_AMOUNT_CEILING
+    return ceiling
 
 
 # --- reading --------------------------------------------------------------------
 
 
-def _loaded(account_id: uuid.UUID, up_to_version: int | None = None, *, lock: bool = False,
-            from_events_only: bool = False) -> tuple[BankAccount, datetime | None]:  # fmt: skip
-    """The account (snapshot + tail) and the database's clock read once its lock was held."""
-    loaded = load_with_snapshot(
-        account_id,
-        schema=None if from_events_only else STATE_SCHEMA,
-        restore=BankAccount.from_snapshot,
-        up_to_version=up_to_version,
-        lock=lock,
-    )
-    return BankAccount.from_events(account_id, loaded.events, start=loaded.start), loaded.clock
-
-
-def _load(account_id: uuid.UUID, up_to_version: int | None = None, **options) -> BankAccount:
-    return _loaded(account_id, up_to_version, **options)[0]
-
-
-def _version_at(account_id: uuid.UUID, moment: datetime) -> int:
-    return db.fetchone(
-        "SELECT COALESCE(max(version), 0) FROM events WHERE aggregate_id = %s AND created_at <= %s",
-        [account_id, moment],
-    )[0]
-
-
-def get_account(account_id, *, as_of: datetime | None = None, version: int | None = None,
-                from_events_only: bool = False) -> BankAccount | None:  # fmt: skip
+def get_account(
+    account_id: uuid.UUID | str,
+    *,
+    as_of: datetime | None = None,
+    version: int | None = None,
+    from_events_only: bool = False,
+) -> BankAccount | None:
     """The account now, as of a moment, or at a version; None if it did not exist then.
 
     `from_events_only` ignores snapshots: the account is replayed from its first event.
@@ -80,15 +63,14 @@ def get_account(account_id, *, as_of: datetime | None = None, version: int | Non
         isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION
     ):
         raise InvalidInput(f"A version must be a whole number from 0 to {MAX_VERSION}, not {version!r}.")
-    if as_of is not None:
-        as_of = _in_utc(as_of)
-        at_time = _version_at(account_id, as_of)
-        version = at_time if version is None else min(version, at_time)
-    account = _load(account_id, up_to_version=version, from_events_only=from_events_only)
+    moment = None if as_of is None else _in_utc(as_of)
+    account: BankAccount = snapshots.load_at(
+        AGGREGATE_TYPE, account_id, version=version, as_of=moment, from_events_only=from_events_only
+    )
     return account if account.exists else None
 
 
-def last_readable(account_id) -> tuple[BankAccount | None, UnreadableEvent | None]:
+def last_readable(account_id: uuid.UUID | str) -> tuple[BankAccount | None, UnreadableEvent | None]:
     """The account now, or, when one of its events cannot be read, as it was just before that
     event and the problem (for pages, which show the account and warn rather than fail)."""
     try:
@@ -97,7 +79,7 @@ def last_readable(account_id) -> tuple[BankAccount | None, UnreadableEvent | Non
         return get_account(account_id, version=problem.version - 1), problem
 
 
-def _in_utc(moment) -> datetime:
+def _in_utc(moment: object) -> datetime:
     """The moment in UTC (naive means UTC): the database then never sees an offset it cannot store."""
     if not isinstance(moment, datetime):
         raise InvalidInput(f"A moment must be a date and time, not {moment!r}.")
@@ -109,55 +91,19 @@ def _in_utc(moment) -> datetime:
         raise InvalidInput(f"{moment.isoformat()} is outside the calendar (years 1 to 9999 in UTC).") from None
 
 
-def _existing_locked(account_id: uuid.UUID) -> tuple[BankAccount, datetime]:
-    """The account, with its writer lock held until the command's transaction ends, and the
-    database's clock read once the lock was held: the earliest its new events may be dated."""
-    account, clock = _loaded(account_id, lock=True)
-    if not account.exists or clock is None:
-        raise AccountNotFound(f"There is no account {account_id}.")
-    return account, clock
-
-
-def _clock() -> datetime:
-    return db.fetchone("SELECT clock_timestamp()")[0]
+def already_done(idempotency_keys: Iterable[str]) -> dict[str, list[BankAccount]]:
+    """Which of these keys the acting member of staff's commands already used, and the
+    accounts as each of those commands left them (to tell them what a form already did)."""
+    return commands.already_done(idempotency_keys)
 
 
 # --- writing --------------------------------------------------------------------
 
 
-def _record(account: BankAccount, events, metadata: dict, moment: datetime) -> BankAccount:
-    """Append one account's new events, dated `moment`; snapshot when due; return its new state."""
-    store.append(
-        account.id,
-        AGGREGATE_TYPE,
-        account.version,
-        [NewEvent(event.event_type, event.to_data()) for event in events],
-        metadata=metadata,
-        created_at=moment,
-    )
-    after = account.with_events(events)
-    if crosses_snapshot_boundary(account.version, after.version, settings.EVENTSTORE_SNAPSHOT_EVERY):
-        save_snapshot(after.id, AGGREGATE_TYPE, version=after.version, schema=STATE_SCHEMA, state=after.to_snapshot())
-    return after
-
-
-def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[], tuple]):
-    """Run a command; `decide()` loads and returns (its time, [(account, events, metadata)])."""
-
-    def handle():
-        moment, decided = decide()
-        accounts = [_record(account, events, metadata, moment) for account, events, metadata in decided]
-        projections.record_accounts(accounts, moment)
-        return accounts, {"accounts": [[str(a.id), a.version] for a in accounts]}
-
+def _run(command: str, arguments: dict[str, Any], idempotency_key: str | None,
+         handle: Callable[[Unit], None]) -> list[BankAccount]:  # fmt: skip
     try:
-        return run_command(
-            command,
-            arguments=arguments,
-            idempotency_key=idempotency_key,
-            handle=handle,
-            replay=_accounts_after,
-        )
+        return commands.run_command(command, arguments=arguments, idempotency_key=idempotency_key, handle=handle)
     except (IdempotencyKeyReused, InvalidIdempotencyKey) as error:
         raise InvalidInput(str(error)) from None
     except Busy:
@@ -166,49 +112,48 @@ def _execute(command: str, arguments: dict, idempotency_key, decide: Callable[[]
         ) from None
 
 
-def _accounts_after(result: dict) -> list[BankAccount]:
-    """The accounts as a recorded command left them, from its command-log result."""
-    return [_load(uuid.UUID(account_id), up_to_version=version) for account_id, version in result["accounts"]]
+def _existing(unit: Unit, *account_ids: uuid.UUID) -> list[BankAccount]:
+    """The accounts, locked for the command; AccountNotFound for one that was never opened."""
+    accounts: list[BankAccount] = unit.load(AGGREGATE_TYPE, *account_ids)
+    for account in accounts:
+        if not account.exists:
+            raise AccountNotFound(f"There is no account {account.id}.")
+    return accounts
 
 
-def already_done(idempotency_keys) -> dict[str, list[BankAccount]]:
-    """Which of these keys the acting member of staff's commands already used, and the
-    accounts as each of those commands left them (to tell them what a form already did)."""
-    return {key: _accounts_after(result) for key, result in recorded_results(idempotency_keys).items()}
-
-
-def _metadata(idempotency_key, **why) -> dict:
+def _why(idempotency_key: str | None, **why: str) -> dict[str, Any]:
     return {"idempotency_key": idempotency_key, **why}
 
 
-def open_account(*, owner, initial_deposit, currency=None, idempotency_key=None) -> BankAccount:
+def open_account(*, owner: str, initial_deposit: int, currency: str | None = None,
+                 idempotency_key: str | None = None) -> BankAccount:  # fmt: skip
     currency = settings.DEFAULT_CURRENCY if currency is None else currency
     account_id = uuid.uuid4()
     events = BankAccount.open(
         account_id, owner=owner, currency=currency, initial_deposit=initial_deposit, ceiling=_ceiling()
     )
+
+    def handle(unit: Unit) -> None:
+        unit.record(unit.new(AGGREGATE_TYPE, account_id), events, _why(idempotency_key))
+
     arguments = {"owner": owner, "initial_deposit": initial_deposit, "currency": currency}
-    (account,) = _execute(
-        "open_account",
-        arguments,
-        idempotency_key,
-        lambda: (_clock(), [(BankAccount(account_id), events, _metadata(idempotency_key))]),
-    )
+    (account,) = _run("open_account", arguments, idempotency_key, handle)
     return account
 
 
-def _single(command, account_id, arguments, idempotency_key, decide, why) -> BankAccount:
+def _single(command: str, account_id: uuid.UUID | str, arguments: dict[str, Any], idempotency_key: str | None,
+            decide: Callable[[BankAccount], list[Event]], why: dict[str, str]) -> BankAccount:  # fmt: skip
     account_id = check_account_id(account_id)
 
-    def decide_all():
-        account, clock = _existing_locked(account_id)
-        return clock, [(account, decide(account), _metadata(idempotency_key, **why))]
+    def handle(unit: Unit) -> None:
+        (account,) = _existing(unit, account_id)
+        unit.record(account, decide(account), _why(idempotency_key, **why))
 
-    (account,) = _execute(command, {"account_id": str(account_id), **arguments}, idempotency_key, decide_all)
+    (account,) = _run(command, {"account_id": str(account_id), **arguments}, idempotency_key, handle)
     return account
 
 
-def deposit(*, account_id, amount, source, idempotency_key=None) -> BankAccount:
+def deposit(*, account_id: uuid.UUID | str, amount: int, source: str, idempotency_key: str | None = None) -> BankAccount:
     return _single(
         "deposit", account_id, {"amount": amount, "source": source}, idempotency_key,
         lambda account: account.deposit(amount=amount, source=source, ceiling=_ceiling()),
@@ -216,7 +161,7 @@ def deposit(*, account_id, amount, source, idempotency_key=None) -> BankAccount:
     )  # fmt: skip
 
 
-def withdraw(*, account_id, amount, reason, idempotency_key=None) -> BankAccount:
+def withdraw(*, account_id: uuid.UUID | str, amount: int, reason: str, idempotency_key: str | None = None) -> BankAccount:
     return _single(
         "withdraw", account_id, {"amount": amount, "reason": reason}, idempotency_key,
         lambda account: account.withdraw(amount=amount, reason=reason, ceiling=_ceiling()),
@@ -224,55 +169,51 @@ def withdraw(*, account_id, amount, reason, idempotency_key=None) -> BankAccount
     )  # fmt: skip
 
 
-def freeze(*, account_id, reason, idempotency_key=None) -> BankAccount:
+def freeze(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> BankAccount:
     return _single(
         "freeze", account_id, {"reason": reason}, idempotency_key,
         lambda account: account.freeze(reason=reason), {"reason": reason},
     )  # fmt: skip
 
 
-def unfreeze(*, account_id, reason, idempotency_key=None) -> BankAccount:
+def unfreeze(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> BankAccount:
     return _single(
         "unfreeze", account_id, {"reason": reason}, idempotency_key,
         lambda account: account.unfreeze(reason=reason), {"reason": reason},
     )  # fmt: skip
 
 
-def close_account(*, account_id, reason, idempotency_key=None) -> BankAccount:
+def close_account(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> BankAccount:
     return _single(
         "close_account", account_id, {"reason": reason}, idempotency_key,
         lambda account: account.close(reason=reason), {"reason": reason},
     )  # fmt: skip
 
 
-def transfer(*, from_account_id, to_account_id, amount, reference, idempotency_key=None) -> tuple[BankAccount, BankAccount]:
+def transfer(*, from_account_id: uuid.UUID | str, to_account_id: uuid.UUID | str, amount: int, reference: str,
+             idempotency_key: str | None = None) -> tuple[BankAccount, BankAccount]:  # fmt: skip
     source_id, target_id = check_account_id(from_account_id), check_account_id(to_account_id)
     transfer_id = str(uuid.uuid4())
 
-    def decide_all():
-        # Lock (and load) in key order, so two opposite transfers cannot deadlock.
-        loaded = {i: _existing_locked(i) for i in sorted({source_id, target_id}, key=lock_key)}
-        (source, _), (target, _) = loaded[source_id], loaded[target_id]
-        clock = max(clock for _, clock in loaded.values())
+    def handle(unit: Unit) -> None:
+        source, target = _existing(unit, source_id, target_id)
         sent, received = decide_transfer(
             source, target, transfer_id=transfer_id, amount=amount, reference=reference, ceiling=_ceiling()
         )
-        why = _metadata(idempotency_key, reference=reference, transfer_id=transfer_id)
-        return clock, [(source, sent, why), (target, received, why)]
+        why = _why(idempotency_key, reference=reference, transfer_id=transfer_id)
+        unit.record(source, sent, why)
+        unit.record(target, received, why)
 
     arguments = {"from": str(source_id), "to": str(target_id), "amount": amount, "reference": reference}
-    source, target = _execute("transfer", arguments, idempotency_key, decide_all)
+    source, target = _run("transfer", arguments, idempotency_key, handle)
     return source, target
 
 
-def take_snapshot(account_id) -> BankAccount:
+def take_snapshot(account_id: uuid.UUID | str) -> BankAccount:
     """Store the account's current state, replayed from its events, as its snapshot,
     replacing whatever snapshot was there (a cache: it changes no answer)."""
     account = get_account(account_id, from_events_only=True)
     if account is None:
         raise AccountNotFound(f"There is no account {account_id}.")
-    save_snapshot(
-        account.id, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot(),
-        replace=True,
-    )  # fmt: skip
+    snapshots.save(registry.aggregate(AGGREGATE_TYPE), account, replace=True)
     return account

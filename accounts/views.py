@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts import selectors, services
 from accounts.charts import balance_chart
-from accounts.domain import EVENT_TYPES, STATUSES, BankAccount, DomainError
+from accounts.domain import EVENT_TYPES, STATUSES, BankAccount, DomainError, label
 from accounts.forms import (
     AccountSearchForm,
     AsOfForm,
@@ -35,10 +35,9 @@ from accounts.forms import (
     TransferForm,
     WithdrawForm,
 )
+from accounts.domain import amount as amount_moved
 from accounts.money import format_money
 from accounts.money import to_decimal_string as _decimal
-from eventstore import commands
-from eventstore.store import ConcurrencyConflict
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +174,8 @@ def _what_it_did(account, states) -> str:
     version = next((state.version for state in states if state.id == account.id), None)
     if version is None:
         return "done"
-    entries = selectors.events_between(account.id, version - 1, version)
-    return "; ".join(_describe(entry, account.currency) for entry in entries) + f", version {version}"
+    events = selectors.events_between(account.id, version - 1, version)
+    return "; ".join(_describe(event, account.currency) for event in events) + f", version {version}"
 
 
 @require_POST
@@ -201,12 +200,12 @@ def account_command(request, account_id, command):
         return _account_page(request, account_id, token=token, bound={command: form}, status=400)
     data = form.cleaned_data
     try:
-        with commands.outcome() as seen:
+        with services.outcome() as seen:
             after = spec.run(account.id, data, data["idempotency_key"])
     except DomainError as error:
         messages.error(request, f"{spec.label} refused: {error} Nothing was done.")
         return _account_page(request, account_id, token=token, bound={command: form}, status=409)
-    except ConcurrencyConflict:
+    except services.ConcurrencyConflict:
         messages.error(
             request,
             f"{spec.label} refused: the account kept changing while your command was being decided "
@@ -239,7 +238,7 @@ def _tell_what_changed(request, account, expected_version: int, after) -> None:
     # (a form claiming version 0 of a 300,000-event account must not load its history).
     count = account.version - expected_version
     shown = selectors.events_between(account.id, expected_version, account.version, limit=STALE_EVENTS_SHOWN)
-    summary = "; ".join(_describe(entry, account.currency) for entry in shown)
+    summary = "; ".join(_describe(event, account.currency) for event in shown)
     more = f" and {count - len(shown)} more" if count > len(shown) else ""
     messages.warning(
         request,
@@ -249,11 +248,14 @@ def _tell_what_changed(request, account, expected_version: int, after) -> None:
     )
 
 
-def _describe(entry, currency: str) -> str:
-    amount = entry.data.get("amount", entry.data.get("initial_balance"))
-    who = (entry.event.metadata or {}).get("actor", "someone")
-    money = f" {format_money(amount, currency)}" if amount is not None else ""
-    return f"{entry.event.event_type}{money} by {who}"
+def _describe(event, currency: str) -> str:
+    try:
+        moved = amount_moved(event.event_type, event.data)
+    except (KeyError, TypeError, ValueError):  # unreadable: the page's integrity warning says so
+        moved = None
+    who = (event.metadata or {}).get("actor", "someone")
+    money = f" {format_money(moved, currency)}" if moved is not None else ""
+    return f"{label(event.event_type)}{money} by {who}"
 
 
 # --- pages -----------------------------------------------------------------------------
@@ -307,11 +309,8 @@ def _account_page(request, account_id, *, token: str, bound: dict | None = None,
     picker = AsOfForm(request.GET or None)
     account, past = (current if current.exists else None), False
     if picker.is_valid() and (picker.cleaned_data["as_of"] or picker.cleaned_data["version"]):
-        version = picker.cleaned_data["version"]
-        if picker.cleaned_data["as_of"]:
-            at_time = selectors.version_at(current.id, picker.cleaned_data["as_of"])
-            version = at_time if version is None else min(version, at_time)
-        account = services.get_account(account_id, version=min(version, current.version))
+        version = min(picker.cleaned_data["version"] or current.version, current.version)
+        account = services.get_account(account_id, version=version, as_of=picker.cleaned_data["as_of"])
         past = True
     try:
         before = int(request.GET["before"]) if "before" in request.GET else None
@@ -360,7 +359,7 @@ def open_account(request):
     if form.is_valid():
         data = form.cleaned_data
         try:
-            with commands.outcome() as seen:
+            with services.outcome() as seen:
                 account = services.open_account(
                     owner=data["owner"], initial_deposit=data["initial_deposit"], currency=data["currency"],
                     idempotency_key=data["idempotency_key"],
@@ -510,7 +509,7 @@ def _audit_row(writer, event) -> str:
     return writer.writerow([
         event.id, event.created_at.isoformat(), event.aggregate_id, event.version, event.event_type,
         _csv_safe(metadata.get("actor", "")), _csv_safe(metadata.get("correlation_id", "")),
-        _csv_safe(json.dumps(event.event_data, sort_keys=True)), _csv_safe(json.dumps(metadata, sort_keys=True)),
+        _csv_safe(json.dumps(event.data, sort_keys=True)), _csv_safe(json.dumps(metadata, sort_keys=True)),
     ])  # fmt: skip
 
 

@@ -88,8 +88,6 @@ def run(conninfo) -> bool:
     from django.urls import reverse
 
     from accounts import services
-    from accounts.domain import AGGREGATE_TYPE, STATE_SCHEMA
-    from eventstore.snapshots import save_snapshot
 
     started = time.perf_counter()
     big, total, first_id = _fill(conninfo)
@@ -99,8 +97,7 @@ def run(conninfo) -> bool:
     client.force_login(user)
     rows, seconds, grown_mb = _stream_csv(client, reverse("accounts:audit_csv"))
 
-    account = services.get_account(big)
-    save_snapshot(big, AGGREGATE_TYPE, version=account.version, schema=STATE_SCHEMA, state=account.to_snapshot())
+    services.take_snapshot(big)
     audit = reverse("accounts:audit")
     measured = {
         # With its form token: the page itself, not the redirect that gives a new one.

@@ -64,9 +64,9 @@ def run(conninfo) -> bool:
     from django.conf import settings
 
     from accounts import services
-    from accounts.domain import AGGREGATE_TYPE, STATE_SCHEMA
+    from accounts.domain import AGGREGATE_TYPE
+    from eventstore import registry, snapshots
     from eventstore.models import Snapshot
-    from eventstore.snapshots import save_snapshot
 
     raw = psycopg.connect(**conninfo, autocommit=True)
     rows, met = [], True
@@ -79,7 +79,7 @@ def run(conninfo) -> bool:
 
         every = settings.EVENTSTORE_SNAPSHOT_EVERY
         at = services.get_account(account_id, version=size - size % every - every)
-        save_snapshot(account_id, AGGREGATE_TYPE, version=at.version, schema=STATE_SCHEMA, state=at.to_snapshot())
+        snapshots.save(registry.aggregate(AGGREGATE_TYPE), at)
         snap_seconds, snapped = timed(lambda: services.get_account(account_id), repeats=REPEATS * 4)
         assert snapped == account
         Snapshot.objects.filter(aggregate_id=account_id).delete()

@@ -49,6 +49,8 @@ WEB_STATEMENT_TIMEOUT_MS = env("WEB_STATEMENT_TIMEOUT_MS")
 # What the application's and the runner's database roles may do, table by table
 # (manage.py grant_app_role applies it).
 DATABASE_GRANTS = grants.DATABASE_GRANTS
+# Which database the ORM reads and writes; the event store's read helpers ask the same router.
+DATABASE_ROUTERS = ["eventstore.db.Router"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -53,7 +53,7 @@ class EventTypeFilter(admin.SimpleListFilter):
     parameter_name = "event_type"
 
     def lookups(self, request, model_admin):
-        return [(name, name) for name in sorted(registry.event_types)]
+        return [(name, name) for name in sorted(registry.event_types())]
 
     def queryset(self, request, queryset):
         return queryset.filter(event_type=self.value()) if self.value() else queryset
@@ -71,7 +71,7 @@ class EventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="aggregate")
     def aggregate(self, event):
-        url_name = registry.aggregate_urls.get(event.aggregate_type)
+        url_name = registry.aggregate_url(event.aggregate_type)
         try:
             url = reverse(url_name, args=[event.aggregate_id]) if url_name else None
         except NoReverseMatch:

@@ -1,28 +1,26 @@
-"""Running a command: one transaction, bounded retries, idempotency.
+"""The command unit: every command of every app runs through `run_command`.
 
-Every command of every app goes through `run_command`, which gives it:
-  * one database transaction for its events, the inline projections and the
-    command-log row (all or nothing);
-  * retries, with a short random back-off, after a lost race or a serialization
-    failure, re-running the whole decision against fresh state each time;
-  * idempotency: with a key, the result is recorded in the command log in the
-    same transaction, and a repeat returns the first result, storing nothing.
-    Keys are namespaced by the actor (stored as "<actor>:<key>"), so one
-    member of staff's key never answers for another's command.
+A handler loads the aggregates it needs from the `Unit`, lets its domain decide,
+and records the new events on the unit. The store does the rest, in one durable
+database transaction (all or nothing):
+  * appends the events, dated by the database's clock read once the aggregates
+    were locked, so that they never come before an aggregate's previous event;
+  * applies the inline projections (their `apply`, the very one rebuild and verify run);
+  * takes the snapshots the aggregate's policy says are due;
+  * with an idempotency key, records the command in the command log: a repeat
+    returns the first result and stores nothing. Keys are namespaced by the actor
+    (stored as "<actor>:<key>"), so one member of staff's key never answers for another's;
+  * after a lost race or a serialization failure, runs the whole handler again
+    against fresh state, a few times, with a short random back-off.
 
-A command is a transaction of its own (durable): run inside someone else's
-transaction it could not commit what it promises, so it refuses at once.
+Writers of one aggregate queue rather than race: the unit loads with the
+aggregate's transaction-level advisory lock (several aggregates in `lock_key`
+order, so that opposite transfers cannot deadlock). The unique (aggregate_id,
+version) key stays the final guard against any writer that bypasses the lock.
 
-Writers of one aggregate queue rather than race: the handler loads each
-aggregate with `load_with_snapshot(..., lock=True)`, which takes a
-transaction-level advisory lock first (several aggregates in `lock_key` order,
-so opposite transfers cannot deadlock). The unique (aggregate_id, version) key
-stays the final guard against any writer that bypasses the lock.
-
-A command costs four round trips: BEGIN; lock and load (one statement, which
-also reads the database's clock that dates the events); the append, read
-models, snapshot and command log (one statement, db.deferred()); COMMIT.
-Opening an account loads nothing, so it reads the clock in a round trip of its own.
+A command costs two round trips (see db.command_transaction): BEGIN with the load
+(which also reads the clock), then every write with COMMIT. A command that loads
+nothing (opening an account) reads the clock instead.
 """
 
 from __future__ import annotations
@@ -33,26 +31,137 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any, Protocol
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
-from eventstore import context, db
+from eventstore import context, db, projections, registry, snapshots
 from eventstore.models import CommandLog
-from eventstore.store import ConcurrencyConflict, is_concurrency_conflict, recording_appends
+from eventstore.registry import Aggregate, S
+from eventstore.store import (
+    ConcurrencyConflict,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    as_uuid,
+    is_concurrency_conflict,
+    recording_appends,
+)
 
 MAX_ATTEMPTS = 5
 MAX_KEY_LENGTH = 100
-_LOCK_NOT_AVAILABLE, _QUERY_CANCELED = "55P03", "57014"
+_LOCK_NOT_AVAILABLE, _QUERY_CANCELED, _UNIQUE_VIOLATION = "55P03", "57014", "23505"
+_COMMAND_LOG_KEY = "command_log_pkey"
 
+# A repeated key fails this insert at COMMIT, which undoes the repeat's work.
 _RECORD = """
 INSERT INTO command_log (key, command, arguments_hash, result, recorded_at)
 VALUES (%s, %s, %s, %s::jsonb, now())
-ON CONFLICT (key) DO NOTHING
-RETURNING 1
 """
+
+_store = EventStore()
+
+
+class DomainEvent(Protocol):
+    """What the unit needs of an event a domain decided."""
+
+    @property
+    def event_type(self) -> str: ...
+
+    def to_data(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Change:
+    aggregate: Aggregate[Any]
+    before: Any
+    events: list[tuple[str, dict[str, Any]]]
+    metadata: dict[str, Any]
+    after: Any
+
+
+class Unit:
+    """One command's work: the aggregates it holds, locked, and the events it decided."""
+
+    def __init__(self) -> None:
+        self._held: dict[uuid.UUID, tuple[Aggregate[Any], Any]] = {}
+        self._changes: list[_Change] = []
+        self._clock: datetime | None = None
+
+    def load(self, aggregate_type: str, *aggregate_ids: uuid.UUID | str) -> list[Any]:
+        """The aggregates as they stand, each locked until the command ends, in the order asked.
+
+        An aggregate with no events comes back at version 0; whether that is an
+        error is the handler's to say.
+        """
+        aggregate = registry.aggregate(aggregate_type)
+        ids = [as_uuid(aggregate_id) for aggregate_id in aggregate_ids]
+        for aggregate_id in sorted(set(ids) - set(self._held), key=snapshots.lock_key):
+            state, clock = snapshots.load(aggregate, aggregate_id, lock=True)
+            self._held[aggregate_id] = (aggregate, state)
+            if clock is not None and (self._clock is None or clock > self._clock):
+                self._clock = clock
+        return [self._held[aggregate_id][1] for aggregate_id in ids]
+
+    def new(self, aggregate_type: str, aggregate_id: uuid.UUID | str) -> Any:
+        """A new aggregate this command starts (version 0): its id must be fresh, or the append conflicts."""
+        aggregate = registry.aggregate(aggregate_type)
+        state = aggregate.new(as_uuid(aggregate_id))
+        self._held[state.id] = (aggregate, state)
+        return state
+
+    def record(self, state: S, events: Sequence[DomainEvent], metadata: dict[str, Any] | None = None) -> S:
+        """Append `events` to the aggregate `state` is (as this unit holds it); return its state after them.
+
+        `metadata` is stored with each of the events, over the metadata context.
+        """
+        if state.id not in self._held or self._held[state.id][1] is not state:
+            raise ValueError(f"record onto the state of {state.id} this unit loaded (or made), as it holds it now")
+        aggregate = self._held[state.id][0]
+        pairs = [(event.event_type, event.to_data()) for event in events]
+        after: S = aggregate.fold(state.id, pairs, state)
+        self._changes.append(_Change(aggregate, state, pairs, metadata or {}, after))
+        self._held[state.id] = (aggregate, after)
+        return after
+
+    def _commit(self) -> list[Any]:
+        """Queue the appends, inline projections and due snapshots; the states after, in the order recorded."""
+        if not self._changes:
+            return []
+        moment = self._clock or _now()
+        recorded: list[RecordedEvent] = []
+        for change in self._changes:
+            aggregate, before, after = change.aggregate, change.before, change.after
+            metadata = {**context.current(), **change.metadata}
+            _store.append(before.id, aggregate.type, before.version,
+                          [NewEvent(event_type, data) for event_type, data in change.events],
+                          metadata=metadata, created_at=moment)  # fmt: skip
+            recorded += [
+                RecordedEvent(before.id, aggregate.type, event_type, data, metadata, before.version + n, moment)
+                for n, (event_type, data) in enumerate(change.events, start=1)
+            ]
+            if snapshots.due(aggregate, before.version, after.version):
+                snapshots.save(aggregate, after)
+        for projection in projections.inline():
+            relevant = [event for event in recorded if event.aggregate_type in projection.aggregate_types]
+            if relevant:
+                projection.apply(relevant, projection.live())
+        return [change.after for change in self._changes]
+
+    def _result(self) -> dict[str, Any]:
+        """What the command log keeps of the outcome: each recorded aggregate's type, id and version after."""
+        return {"aggregates": [[c.aggregate.type, str(c.after.id), c.after.version] for c in self._changes]}
+
+
+def _now() -> datetime:
+    row = db.fetchone("SELECT clock_timestamp()")
+    assert row is not None
+    moment: datetime = row[0]
+    return moment
 
 
 class IdempotencyKeyReused(Exception):
@@ -94,27 +203,28 @@ def outcome():
         _outcome.reset(token)
 
 
-class _KeyTaken(Exception):
-    """Another transaction recorded this idempotency key first: undo ours, return theirs."""
-
-
 def arguments_hash(command: str, arguments: dict[str, Any]) -> str:
     canonical = json.dumps({"command": command, "arguments": arguments}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _retryable(error: Exception) -> bool:
-    return isinstance(error, ConcurrencyConflict) or is_concurrency_conflict(error)
+def _sqlstate(error: DatabaseError) -> str | None:
+    return getattr(error.__cause__, "sqlstate", None)
 
 
 def _timed_out(error: DatabaseError) -> bool:
     """A lock wait past lock_timeout, or a statement past statement_timeout (not a cancel by hand)."""
-    cause = error.__cause__
-    sqlstate = getattr(cause, "sqlstate", None)
-    return sqlstate == _LOCK_NOT_AVAILABLE or (sqlstate == _QUERY_CANCELED and "statement timeout" in str(cause))
+    sqlstate = _sqlstate(error)
+    return sqlstate == _LOCK_NOT_AVAILABLE or (sqlstate == _QUERY_CANCELED and "statement timeout" in str(error.__cause__))
 
 
-def check_key(key) -> str:
+def _key_taken(error: DatabaseError) -> bool:
+    """Another transaction recorded this idempotency key first."""
+    diag = getattr(error.__cause__, "diag", None)
+    return _sqlstate(error) == _UNIQUE_VIOLATION and getattr(diag, "constraint_name", None) == _COMMAND_LOG_KEY
+
+
+def check_key(key: object) -> str:
     if not isinstance(key, str) or not key.strip():
         raise InvalidIdempotencyKey("An idempotency key must be a non-empty string.")
     if len(key) > MAX_KEY_LENGTH:
@@ -131,10 +241,11 @@ def namespaced(key: str) -> str:
     return f"{context.current().get('actor') or 'anonymous'}:{key}"
 
 
-def recorded_results(keys) -> dict[str, dict]:
-    """Of these keys, those the acting person's commands already used, with each one's result."""
+def already_done(keys: Iterable[str]) -> dict[str, list[Any]]:
+    """Of these keys, those the acting person's commands already used, each with the
+    states its command left the aggregates in (as it returned them)."""
     stored = {namespaced(check_key(key)): key for key in keys}
-    return {stored[row.key]: row.result for row in CommandLog.objects.filter(key__in=list(stored))}
+    return {stored[row.key]: _states(row.result) for row in CommandLog.objects.filter(key__in=list(stored))}
 
 
 def _recorded(key: str, command: str, digest: str) -> CommandLog | None:
@@ -145,50 +256,68 @@ def _recorded(key: str, command: str, digest: str) -> CommandLog | None:
     return previous
 
 
+def _states(result: dict[str, Any]) -> list[Any]:
+    """The states a recorded command left, loaded at the versions its result names."""
+    if "aggregates" in result:
+        changed = [(aggregate_type, aggregate_id, version) for aggregate_type, aggregate_id, version in result["aggregates"]]
+    else:
+        # Results recorded before the store kept the unit named ids and versions only.
+        changed = [(_type_in_log(aggregate_id), aggregate_id, version) for aggregate_id, version in result["accounts"]]
+    return [
+        snapshots.load(registry.aggregate(aggregate_type), uuid.UUID(aggregate_id), up_to_version=version,
+                       alias=db.reads()).state
+        for aggregate_type, aggregate_id, version in changed
+    ]  # fmt: skip
+
+
+def _type_in_log(aggregate_id: str) -> str:
+    row = db.fetchone("SELECT aggregate_type FROM events WHERE aggregate_id = %s AND version = 1", [uuid.UUID(aggregate_id)])
+    if row is None:
+        raise LookupError(f"the command log names aggregate {aggregate_id}, which has no events")
+    return str(row[0])
+
+
 def run_command(
     command: str,
     *,
     arguments: dict[str, Any],
     idempotency_key: str | None,
-    handle: Callable[[], tuple[Any, dict]],
-    replay: Callable[[dict], Any],
-) -> Any:
-    """Run `handle` in a transaction of its own; return its value.
+    handle: Callable[[Unit], None],
+) -> list[Any]:
+    """Run `handle(unit)` in a transaction of its own; return the states of what it recorded, in order.
 
-    `handle()` loads, decides and appends, and returns (value, result) where
-    `result` is a JSON object from which `replay(result)` rebuilds the value for
-    a repeated idempotency key. Raises InvalidIdempotencyKey for a key that
-    cannot be stored, IdempotencyKeyReused for a key that named another
-    command, Busy when a lock wait timed out, and ConcurrencyConflict naming
-    the aggregates when every attempt lost a race.
+    With a key already used for this very command, return the states that first
+    run left (loaded at the versions it recorded) and store nothing. Raises
+    InvalidIdempotencyKey for a key that cannot be stored, IdempotencyKeyReused
+    for a key that named another command, Busy when a lock wait timed out, and
+    ConcurrencyConflict naming the aggregates when every attempt lost a race.
+    Whatever `handle` raises (a rule refusing the command) ends it with nothing stored.
     """
     key = None if idempotency_key is None else namespaced(check_key(idempotency_key))
     digest = arguments_hash(command, arguments)
-    command_id = str(uuid.uuid4())
     metadata = context.current()
     # An explicit causation (the admin's "admin:freeze") says more than a fresh id.
-    causation = metadata.get("causation_id") or command_id
+    causation = metadata.get("causation_id") or str(uuid.uuid4())
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        appends: list = []
+        unit = Unit()
+        appends: list[tuple[uuid.UUID, int]] = []
         try:
             with (
-                transaction.atomic(durable=True),
+                db.command_transaction(),
                 context.metadata_context(correlation_id=metadata["correlation_id"], causation_id=causation),
                 recording_appends() as appends,
-                db.deferred(),
             ):
-                value, result = handle()
+                handle(unit)
+                states = unit._commit()
                 if key:
-                    recorded = db.fetchone(_RECORD, [key, command, digest, json.dumps(result)])
-                    if recorded is None:
-                        raise _KeyTaken
-                return value
-        except _KeyTaken:
-            return _replay(replay, _recorded(key, command, digest))
-        except (ConcurrencyConflict, DatabaseError) as error:
-            if isinstance(error, DatabaseError) and _timed_out(error):
+                    db.write(_RECORD, [key, command, digest, json.dumps(unit._result())])
+            return states
+        except DatabaseError as error:
+            if key and _key_taken(error):
+                return _replay(_recorded(key, command, digest))
+            if _timed_out(error):
                 raise Busy(f"{command}: {str(error.__cause__).splitlines()[0]}") from error
-            if not _retryable(error):
+            if not is_concurrency_conflict(error):
                 raise
             if attempt == MAX_ATTEMPTS:
                 raise _gave_up(command, attempt, appends) from error
@@ -197,18 +326,19 @@ def run_command(
             # A refused repeat must still answer with the first result (say, a
             # withdrawal that emptied the account, submitted twice).
             if key and (previous := _recorded(key, command, digest)) is not None:
-                return _replay(replay, previous)
+                return _replay(previous)
             raise
     raise AssertionError("unreachable")
 
 
-def _replay(replay: Callable[[dict], Any], previous: CommandLog) -> Any:
+def _replay(previous: CommandLog | None) -> list[Any]:
+    assert previous is not None  # the key was taken: its row is there
     if (seen := _outcome.get()) is not None:
         seen.replayed = True
-    return replay(previous.result)
+    return _states(previous.result)
 
 
-def _gave_up(command: str, attempts: int, appends: list) -> ConcurrencyConflict:
+def _gave_up(command: str, attempts: int, appends: list[tuple[uuid.UUID, int]]) -> ConcurrencyConflict:
     detail = f"{command} gave up after {attempts} attempts"
     if not appends:  # lost before it appended anything (a deadlock while locking)
         return ConcurrencyConflict(None, None, detail)

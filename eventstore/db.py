@@ -1,32 +1,67 @@
-"""Hot-path SQL on Django's own connection: prepared, pipelined, and batched.
+"""Which connection the store's SQL runs on, and how a command's statements reach it.
 
-Django binds parameters client-side, so PostgreSQL re-parses and re-plans every
-statement. The few statements every command runs (lock, load, append, read
-model, command log) go through here instead: a server-side-binding cursor on the
-same connection (so in the same transaction) that psycopg keeps prepared.
+Where a query goes is decided here and nowhere else. Commands, projections and
+operations run on the primary (`PRIMARY`); the pages' reads of the log go where
+`reads()` says, which asks Django's router, as the ORM does for models. Today
+`Router` sends everything to the primary; replicas later change this module only.
 
-To spend fewer round trips, `deferred()` holds back writes whose result nobody
-reads (`write`) and sends them as data-modifying CTEs of the next statement that
-returns rows, or of the last write: a command's writes become one statement.
-Statements combined this way share one snapshot, so they must not read each
-other's rows: appends to different aggregates, read models, logs.
+The statements go through a server-side-binding cursor on Django's own connection
+(so in Django's transaction), which psycopg keeps prepared: Django binds on the
+client, so PostgreSQL would re-parse and re-plan every hot statement.
+
+A command runs in pipeline mode (`command_transaction`): BEGIN goes out with its
+first read, and its writes go out with COMMIT, so a command costs two round trips
+however much it writes. Its writes are held back and sent as one statement (each
+but the last as a data-modifying CTE: psycopg's cost is per statement), which is
+sent before any read, so a read sees every write before it. Statements combined
+this way share one snapshot, so they must not read each other's rows: appends to
+different aggregates, read models, logs. A write's error (a lost race, a
+duplicate idempotency key) surfaces when the transaction commits, as a Django
+DatabaseError like any other.
 """
 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Sequence
+from typing import Any
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
-_held: contextvars.ContextVar[list | None] = contextvars.ContextVar("deferred_writes", default=None)
+PRIMARY = DEFAULT_DB_ALIAS
+
+Params = Sequence[Any] | dict[str, Any]
 
 
-def _run(sql: str, params, fetch: str | None):
-    django_connection = connections[DEFAULT_DB_ALIAS]
+class Router:
+    """Django's database router: every read and write on the primary, until replicas exist."""
+
+    def db_for_read(self, model: type | None, **hints: Any) -> str:
+        return PRIMARY
+
+    def db_for_write(self, model: type | None, **hints: Any) -> str:
+        return PRIMARY
+
+
+def reads() -> str:
+    """The database the pages read the log from (the router's choice, as for the ORM's reads)."""
+    from eventstore.models import Event
+
+    return router.db_for_read(Event)
+
+
+def wrapper(alias: str = PRIMARY) -> BaseDatabaseWrapper:
+    """Django's connection `alias`, connected."""
+    django_connection = connections[alias]
     django_connection.ensure_connection()
+    return django_connection
+
+
+def _run(sql: str, params: Params, fetch: str | None, alias: str) -> Any:
+    django_connection = wrapper(alias)
     with django_connection.wrap_database_errors, psycopg.Cursor(django_connection.connection) as cursor:
         cursor.execute(sql, params)
         if fetch == "all":
@@ -36,58 +71,87 @@ def _run(sql: str, params, fetch: str | None):
         return None
 
 
-def _with_held(sql: str, params) -> tuple[str, Any]:
-    """Prefix `sql` with the held writes as CTEs (positional parameters only)."""
-    held = _held.get()
-    if not held or isinstance(params, dict):
-        if held:
-            _flush(held)
-        return sql, params
-    ctes = ", ".join(f"held_{n} AS ({statement})" for n, (statement, _) in enumerate(held))
-    combined = [value for _, values in held for value in values] + list(params)
-    held.clear()
-    body = sql.lstrip()
-    if body[:5].upper() == "WITH ":
-        return f"WITH {ctes}, {body[5:]}", combined
-    return f"WITH {ctes} {body}", combined
-
-
-def _flush(held: list) -> None:
-    if held:
-        last_sql, last_params = held.pop()
-        _run(*_with_held(last_sql, last_params), fetch=None)
+_held: contextvars.ContextVar[list[tuple[str, list[Any]]] | None] = contextvars.ContextVar("held_writes", default=None)
 
 
 def write(sql: str, params: Sequence[Any] = ()) -> None:
-    """A data-modifying statement whose result is not needed: held back inside deferred()."""
+    """A data-modifying statement on the primary, whose result nobody reads; inside a command, held back."""
     held = _held.get()
     if held is None:
-        _run(sql, params, fetch=None)
+        _run(sql, params, None, PRIMARY)
     else:
         held.append((sql, list(params)))
 
 
-def fetchall(sql: str, params: Sequence[Any] | dict = ()) -> list[tuple]:
-    return _run(*_with_held(sql, params), fetch="all")
+def _flush() -> None:
+    """Send the held writes as one statement: all but the last as CTEs of the last."""
+    held = _held.get()
+    if not held:
+        return
+    *before, (sql, params) = held
+    held.clear()
+    if before:
+        ctes = ", ".join(f"held_{n} AS ({statement})" for n, (statement, _) in enumerate(before))
+        sql, params = f"WITH {ctes} {sql}", [value for _, values in before for value in values] + params
+    _run(sql, params, None, PRIMARY)
 
 
-def fetchone(sql: str, params: Sequence[Any] | dict = ()) -> tuple | None:
-    return _run(*_with_held(sql, params), fetch="one")
+def fetchall(sql: str, params: Params = (), *, alias: str = PRIMARY) -> list[tuple[Any, ...]]:
+    _flush()
+    result: list[tuple[Any, ...]] = _run(sql, params, "all", alias)
+    return result
+
+
+def fetchone(sql: str, params: Params = (), *, alias: str = PRIMARY) -> tuple[Any, ...] | None:
+    _flush()
+    result: tuple[Any, ...] | None = _run(sql, params, "one", alias)
+    return result
+
+
+_IDLE, _INTRANS, _INERROR = (psycopg.pq.TransactionStatus[name] for name in ("IDLE", "INTRANS", "INERROR"))
+# A command's own transaction, or a savepoint inside a test's.
+_OUTERMOST = ("BEGIN", "COMMIT", "ROLLBACK")
+_NESTED = ("SAVEPOINT command_unit", "RELEASE SAVEPOINT command_unit", "ROLLBACK TO SAVEPOINT command_unit")
 
 
 @contextmanager
-def deferred():
-    """Hold back `write`s and send them with the next fetch, or together at the end of the block."""
-    held: list = []
-    token = _held.set(held)
-    try:
-        yield
-        _flush(held)
-    finally:
-        _held.reset(token)
+def command_transaction() -> Iterator[None]:
+    """One durable transaction on the primary, pipelined: BEGIN with the first read, the writes with COMMIT.
+
+    Durable, as Django's atomic(durable=True) is: a command run inside someone
+    else's transaction could not commit what it promises, so it refuses at once.
+    The transaction block is written out here because psycopg's own waits for
+    the server at BEGIN and again before COMMIT when pipelined: two round trips more.
+    """
+    with transaction.atomic(using=PRIMARY, durable=True):
+        django_connection = wrapper(PRIMARY)
+        raw = django_connection.connection
+        outermost = raw.info.transaction_status == _IDLE
+        begin, commit, rollback = _OUTERMOST if outermost else _NESTED
+        if outermost:
+            raw.autocommit = True  # Django's atomic would begin with the first query, and psycopg then waits
+        try:
+            with django_connection.wrap_database_errors:
+                try:
+                    with raw.pipeline():
+                        raw.execute(begin)
+                        token = _held.set([])
+                        try:
+                            yield
+                            _flush()
+                        finally:
+                            _held.reset(token)
+                        raw.execute(commit)
+                except BaseException:
+                    if raw.info.transaction_status in (_INTRANS, _INERROR):
+                        raw.execute(rollback)
+                    raise
+        finally:
+            if outermost and raw.info.transaction_status == _IDLE:
+                raw.autocommit = False  # as Django's atomic set it, for its own exit
 
 
-def conninfo() -> dict:
-    """libpq parameters of Django's database, for connections of our own (LISTEN, workers)."""
-    params = connections[DEFAULT_DB_ALIAS].get_connection_params()
+def conninfo() -> dict[str, Any]:
+    """libpq parameters of the primary, for connections of our own (LISTEN, workers)."""
+    params = connections[PRIMARY].get_connection_params()
     return {key: params[key] for key in ("dbname", "user", "password", "host", "port") if params.get(key)}

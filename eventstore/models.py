@@ -8,6 +8,11 @@ Writes go through eventstore.store.EventStore only.
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
+from django.utils.functional import cached_property
+
+from eventstore.upcasting import upcasters
+
+MAX_VERSION = 2**31 - 1  # events.version is a PostgreSQL integer
 
 
 class TransactionIdField(models.Field):
@@ -53,6 +58,15 @@ class Event(models.Model):
 
     def __str__(self):
         return f"{self.event_type} v{self.version} of {self.aggregate_type} {self.aggregate_id}"
+
+    @cached_property
+    def data(self):
+        """The payload in its event type's current schema: upcast on read, never rewritten.
+
+        Read payloads through this (or StoredEvent.data), never `event_data`: an old
+        payload then reads as the shape every reader knows.
+        """
+        return upcasters.upcast(self.event_type, self.event_data)
 
 
 class Snapshot(models.Model):

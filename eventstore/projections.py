@@ -20,19 +20,17 @@ import re
 import zlib
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from collections.abc import Callable, Sequence
 
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 import psycopg
 from psycopg import sql
-from psycopg.types.datetime import TimestamptzLoader
 
 from eventstore.models import ProjectionCheckpoint
-from eventstore.store import COLUMNS, START, Position, StoredEvent, row_to_event
+from eventstore.store import START, Position, RecordedEvent, StoredEvent, backlog, stream
 
 CHUNK = 20_000  # events per committed step of a catch-up or rebuild
-FETCH = 2_000  # events per fetch from the server-side cursor
 # Runner locks use the two-int advisory-lock space, which never meets the
 # one-bigint space of the per-aggregate writer locks.
 LOCK_CLASS = 0x5052  # "PR"
@@ -73,7 +71,11 @@ class Projection:
     """Subclass and register. `apply` writes rows for `events` into `tables[name]`.
 
     `tables` maps each owned table to the physical table to write: the live one,
-    a rebuild's shadow, or a verification's temporary copy.
+    a rebuild's shadow, or a verification's temporary copy. One `apply` serves
+    every path: the command unit calls an inline projection's with the events a
+    command has just appended (RecordedEvents, inside its transaction), and
+    catch-up, rebuild and verify call it with StoredEvents from the log. It reads
+    and writes through eventstore.db, whose statements a command queues in order.
     """
 
     name: str = ""
@@ -82,7 +84,7 @@ class Projection:
     inline: bool = False
     description: str = ""
 
-    def apply(self, events: list[StoredEvent], tables: dict[str, str]) -> None:
+    def apply(self, events: Sequence[RecordedEvent | StoredEvent], tables: dict[str, str]) -> None:
         raise NotImplementedError
 
     def live(self) -> dict[str, str]:
@@ -109,37 +111,9 @@ def asynchronous(names=()) -> list[Projection]:
     return [projection for projection in named(names) if not projection.inline]
 
 
-# --- reading the log ------------------------------------------------------------------
-
-
-def stream(after: Position, *, limit: int | None = None, horizon: bool = True,
-           until: Position | None = None) -> Iterator[list[StoredEvent]]:  # fmt: skip
-    """Batches of events after `after`, in commit-safe order, through a server-side cursor.
-
-    With `horizon`, only transactions older than every running one are read (see
-    EventStore.read_all); without it, everything this transaction can see, which
-    is right only where writers of the projection's tables are locked out.
-    Must run inside a transaction.
-    """
-    query = f"SELECT {COLUMNS} FROM events WHERE (transaction_id, id) > (%s::text::xid8, %s)"
-    params: list = [str(after.transaction_id), after.event_id]
-    if horizon:
-        query += " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
-    if until is not None:
-        query += " AND (transaction_id, id) <= (%s::text::xid8, %s)"
-        params += [str(until.transaction_id), until.event_id]
-    query += " ORDER BY events.transaction_id, events.id"
-    if limit is not None:
-        query += " LIMIT %s"
-        params.append(limit)
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.ServerCursor(connection.connection, "eventstore_stream") as cursor:
-        # psycopg's own (C) timestamp loader: Django's wraps it in Python, a cost per row
-        # that a rebuild of millions of events notices. Both give aware UTC datetimes.
-        cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
-        cursor.execute(query, params)
-        while rows := cursor.fetchmany(FETCH):
-            yield [row_to_event(row) for row in rows]
+def inline() -> list[Projection]:
+    """The projections every command applies in its own transaction."""
+    return [projection for projection in registry.values() if projection.inline]
 
 
 # --- checkpoints ----------------------------------------------------------------------
@@ -317,7 +291,7 @@ def rebuild(projection: Projection, *, progress: Progress | None = None, restart
                 _execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_identifier(copy)))
                 _execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table)))
             checkpoint(name)
-        progress.total = progress.done + _events_after(position_of(checkpoint(name)))
+        progress.total = progress.done + backlog(position_of(checkpoint(name)))[0]
     progress.report(progress)
     applied = chunk
     while applied == chunk:
@@ -330,15 +304,6 @@ def rebuild(projection: Projection, *, progress: Progress | None = None, restart
         progress.report(progress)
     _swap(projection, shadow, name)
     return True
-
-
-def _events_after(position: Position) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM events WHERE (transaction_id, id) > (%s::text::xid8, %s)",
-            [str(position.transaction_id), position.event_id],
-        )
-        return cursor.fetchone()[0]
 
 
 def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: str) -> None:

@@ -1,30 +1,85 @@
-"""What apps tell the generic event store about their aggregates.
+"""What a bounded context tells the generic event store about its aggregates.
 
-The event store never imports the apps that use it; they register here (in
-their AppConfig.ready) the event types they write, the page that shows one
-aggregate (so the admin can filter by type and link each event to its page),
-and how to replay one into the state its snapshots hold (so verify_event_store
-can check every snapshot against the log).
+The event store never imports the apps that use it. An app registers each
+aggregate type here (in its AppConfig.ready): how to fold its events into a state,
+its snapshot codec and policy, its upcasters, and the page that shows one. The
+command unit (eventstore.commands), loading, verification and the admin then
+work from this alone.
 """
 
-from typing import Callable, NamedTuple
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from eventstore.upcasting import Step, upcasters
 
 
-class SnapshotReplay(NamedTuple):
-    schema: int  # the state schema current snapshots carry; others are ignored by every load
-    replay: Callable  # (aggregate id, [(event type, upcast payload)]) -> the state a snapshot would hold
+class State(Protocol):
+    """What the store needs of an aggregate's state: whose it is and how many events made it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def version(self) -> int: ...
 
 
-event_types: set[str] = set()
-aggregate_urls: dict[str, str] = {}  # aggregate type -> URL name taking the aggregate id
-snapshot_replays: dict[str, SnapshotReplay] = {}  # aggregate type -> how its snapshots are checked
+S = TypeVar("S", bound=State)
 
 
-def register_aggregate(
-    aggregate_type: str, *, types, url_name: str | None = None, snapshot: SnapshotReplay | None = None
-) -> None:
-    event_types.update(types)
-    if url_name:
-        aggregate_urls[aggregate_type] = url_name
-    if snapshot:
-        snapshot_replays[aggregate_type] = snapshot
+@dataclass(frozen=True)
+class Aggregate(Generic[S]):
+    """One aggregate type, as its app defines it."""
+
+    type: str
+    event_types: frozenset[str]
+    # (aggregate id, [(event type, current-schema payload)], state to start from or None) -> state.
+    # Raises for an event it cannot fold (the store reports the version; it never guesses).
+    fold: Callable[[uuid.UUID, Iterable[tuple[str, dict[str, Any]]], S | None], S]
+    # The snapshot codec: a state as JSON and back. `from_snapshot` raises ValueError
+    # (or KeyError, TypeError) for a state that is not this aggregate's shape.
+    to_snapshot: Callable[[S], dict[str, Any]]
+    from_snapshot: Callable[[dict[str, Any]], S]
+    # Bump when the snapshot shape changes: snapshots of any other schema are ignored.
+    state_schema: int = 1
+    # A snapshot after every this many events; None: settings.EVENTSTORE_SNAPSHOT_EVERY; 0: never.
+    snapshot_every: int | None = None
+    # (event type, schema) -> the step that turns such a payload into the next schema's.
+    upcasters: Mapping[tuple[str, int], Step] = field(default_factory=dict)
+    url_name: str | None = None  # the page showing one aggregate, taking its id
+
+    def new(self, aggregate_id: uuid.UUID) -> S:
+        """The state before any event: version 0."""
+        return self.fold(aggregate_id, (), None)
+
+
+aggregates: dict[str, Aggregate[Any]] = {}
+
+
+def register_aggregate(aggregate: Aggregate[S]) -> Aggregate[S]:
+    if aggregate.type in aggregates:
+        raise ValueError(f"an aggregate {aggregate.type!r} is already registered")
+    for (event_type, from_schema), step in aggregate.upcasters.items():
+        upcasters.register(event_type, from_schema, step)
+    aggregates[aggregate.type] = aggregate
+    return aggregate
+
+
+def aggregate(aggregate_type: str) -> Aggregate[Any]:
+    try:
+        return aggregates[aggregate_type]
+    except KeyError:
+        raise LookupError(f"no aggregate type {aggregate_type!r} is registered") from None
+
+
+def event_types() -> set[str]:
+    """Every event type a registered aggregate writes."""
+    return {event_type for known in aggregates.values() for event_type in known.event_types}
+
+
+def aggregate_url(aggregate_type: str) -> str | None:
+    known = aggregates.get(aggregate_type)
+    return known.url_name if known else None

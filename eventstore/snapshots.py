@@ -1,7 +1,7 @@
 """Loading an aggregate from its latest snapshot plus the events after it.
 
-A snapshot is a cache: `load_with_snapshot` must give exactly what loading the
-whole history gives, which the tests check for every step of random histories,
+A snapshot is a cache: `load` must give exactly what folding the whole history
+gives, which the tests check for every step of random histories,
 and it never trusts a snapshot that disagrees with its row or with the log.
 """
 
@@ -12,10 +12,13 @@ import logging
 import uuid
 from collections import Counter
 from datetime import datetime
-from typing import Any, Callable, NamedTuple
+from typing import Any, Generic, NamedTuple
 
-from eventstore import db
-from eventstore.store import as_uuid
+from django.conf import settings
+
+from eventstore import db, registry
+from eventstore.registry import Aggregate, S
+from eventstore.store import EventStore
 from eventstore.upcasting import upcasters
 
 
@@ -25,12 +28,11 @@ logger = logging.getLogger(__name__)
 ignored: Counter[str] = Counter()
 
 
-class Loaded(NamedTuple):
-    """What folding an aggregate needs, and the database's clock once its lock was held."""
+class Loaded(NamedTuple, Generic[S]):
+    """An aggregate's state, and the database's clock once its lock was held."""
 
-    start: Any | None  # the aggregate restored from a usable snapshot, or None
-    events: list[tuple[str, dict]]  # (event type, current-schema payload) after it, in version order
-    clock: datetime | None  # the database's clock after the lock; None when the log has nothing for the aggregate
+    state: S
+    clock: datetime | None  # None when the log has nothing for the aggregate (or nothing up to the version asked)
 
 
 # The clock row, the snapshot row (event_type NULL) and the tail, after the lock
@@ -50,47 +52,68 @@ _ONLY_NEWER = " WHERE snapshots.version < EXCLUDED.version OR snapshots.schema_v
 _NO_LIMIT = 2**31 - 1
 
 
-def load_with_snapshot(
-    aggregate_id,
+def load(
+    aggregate: Aggregate[S],
+    aggregate_id: uuid.UUID,
     *,
-    schema: int | None,
-    restore: Callable[[dict], Any],
     up_to_version: int | None = None,
     lock: bool = False,
-) -> Loaded:
-    """The latest usable snapshot of `schema` at or below `up_to_version`, and the events after it.
+    from_events_only: bool = False,
+    alias: str = db.PRIMARY,
+) -> Loaded[S]:
+    """The aggregate from its latest usable snapshot at or below `up_to_version` and the events after it.
 
-    `restore(state)` rebuilds the aggregate from a snapshot's state; it must have
-    the `id` and `version` of the row. A snapshot is a cache that anyone holding
-    the application's role can write, so one that does not parse, names another
-    aggregate or version, or is ahead of the log is ignored (logged and counted)
-    and the aggregate comes from its events alone, as it does with `schema=None`.
+    A snapshot is a cache that anyone holding the application's role can write, so
+    one that does not parse, names another aggregate or version, or is ahead of the
+    log is ignored (logged and counted) and the aggregate is folded from its events
+    alone, as it is with `from_events_only`.
 
     With `lock`, first take the aggregate's writer lock (held to the end of the
     transaction; see eventstore.commands): the load then sees every write of
-    whoever held it before. A command locking several aggregates must load them
-    in `lock_key` order, so that two such commands cannot deadlock.
+    whoever held it before. A command locking several aggregates loads them in
+    `lock_key` order, so that two such commands cannot deadlock.
     """
     if up_to_version == 0:
-        return Loaded(None, [], None)
-    aggregate_id = as_uuid(aggregate_id)
+        return Loaded(aggregate.new(aggregate_id), None)
     up_to = up_to_version or _NO_LIMIT
-    rows = db.fetchall(_LOAD, [aggregate_id, schema, up_to, lock_key(aggregate_id) if lock else None])
+    schema = None if from_events_only else aggregate.state_schema
+    key = lock_key(aggregate_id) if lock else None
+    rows = db.fetchall(_LOAD, [aggregate_id, schema, up_to, key], alias=alias)
     clock, rows = rows[0][3], rows[1:]
     start = None
     if rows and rows[0][0] is None:
-        start = _restored(aggregate_id, rows[0], restore)
-        rows = rows[1:] if start is not None else db.fetchall(_LOAD, [aggregate_id, None, up_to, None])[1:]
+        start = _restored(aggregate, aggregate_id, rows[0])
+        rows = rows[1:] if start is not None else db.fetchall(_LOAD, [aggregate_id, None, up_to, None], alias=alias)[1:]
     upcast = upcasters.upcast
     events = [(event_type, upcast(event_type, json.loads(data))) for event_type, data, *_ in rows]
-    return Loaded(start, events, clock if (events or start is not None) else None)
+    state = aggregate.fold(aggregate_id, events, start)
+    return Loaded(state, clock if (events or start is not None) else None)
 
 
-def _restored(aggregate_id: uuid.UUID, row: tuple, restore: Callable[[dict], Any]) -> Any | None:
-    """The aggregate from a snapshot row, or None (logged and counted) when the row cannot be trusted."""
+def load_at(
+    aggregate_type: str,
+    aggregate_id: uuid.UUID,
+    *,
+    version: int | None = None,
+    as_of: datetime | None = None,
+    from_events_only: bool = False,
+) -> Any:
+    """The aggregate as it stood at `version`, or at the moment `as_of` (whichever came first), or now.
+
+    For the pages: read where db.reads() says, never locked.
+    """
+    if as_of is not None:
+        at_time = EventStore().version_at(aggregate_id, as_of)
+        version = at_time if version is None else min(version, at_time)
+    aggregate = registry.aggregate(aggregate_type)
+    return load(aggregate, aggregate_id, up_to_version=version, from_events_only=from_events_only, alias=db.reads()).state
+
+
+def _restored(aggregate: Aggregate[S], aggregate_id: uuid.UUID, row: tuple[Any, ...]) -> S | None:
+    """The state a snapshot row holds, or None (logged and counted) when the row cannot be trusted."""
     _, payload, version, event_time = row
     try:
-        start = restore(json.loads(payload))
+        start = aggregate.from_snapshot(json.loads(payload))
         reason = None
         if start.id != aggregate_id or start.version != version:
             reason = "names another aggregate or version"
@@ -110,14 +133,19 @@ def lock_key(aggregate_id: uuid.UUID) -> int:
     return int.from_bytes(aggregate_id.bytes[:8], "big", signed=True)
 
 
-def save_snapshot(
-    aggregate_id, aggregate_type: str, *, version: int, schema: int, state: dict, replace: bool = False
-) -> None:
+def save(aggregate: Aggregate[S], state: S, *, replace: bool = False) -> None:
     """Keep `state` as the aggregate's snapshot unless a newer one of this schema exists (or always, with `replace`)."""
     statement = _SAVE if replace else _SAVE + _ONLY_NEWER
-    db.write(statement, [as_uuid(aggregate_id), aggregate_type, version, schema, json.dumps(state)])
+    payload = json.dumps(aggregate.to_snapshot(state))
+    db.write(statement, [state.id, aggregate.type, state.version, aggregate.state_schema, payload])
 
 
-def crosses_snapshot_boundary(old_version: int, new_version: int, every: int) -> bool:
-    """True when an append from old_version to new_version passes a multiple of `every`."""
-    return every > 0 and old_version // every != new_version // every
+def every(aggregate: Aggregate[Any]) -> int:
+    """The aggregate's snapshot policy: a snapshot every this many events (0: never)."""
+    return settings.EVENTSTORE_SNAPSHOT_EVERY if aggregate.snapshot_every is None else aggregate.snapshot_every
+
+
+def due(aggregate: Aggregate[Any], old_version: int, new_version: int) -> bool:
+    """Whether an append from old_version to new_version passes a multiple of the snapshot interval."""
+    interval = every(aggregate)
+    return interval > 0 and old_version // interval != new_version // interval

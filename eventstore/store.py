@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextvars
 import json
 import uuid
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
-from django.db import DatabaseError, connection
+import psycopg
+from django.db import DatabaseError, transaction
+from psycopg.types.datetime import TimestamptzLoader
 
 from eventstore import context, db
 from eventstore.upcasting import upcasters
@@ -26,7 +29,6 @@ UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
 _CONFLICT_SQLSTATES = {"40001", "40P01"}
 _UNIQUE_VIOLATION = "23505"
 MAX_NAME_LENGTH = 255
-MAX_VERSION = 2**31 - 1  # events.version is a PostgreSQL integer
 
 
 class ConcurrencyConflict(Exception):
@@ -107,6 +109,22 @@ class Page(NamedTuple):
     position: Position
 
 
+class RecordedEvent(NamedTuple):
+    """An event a command has just appended and not yet committed: all but its place in the log.
+
+    Inline projections are applied to these inside the command's transaction, and to
+    StoredEvents by rebuild and verify: they read only the fields both have.
+    """
+
+    aggregate_id: uuid.UUID
+    aggregate_type: str
+    event_type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    version: int
+    created_at: datetime
+
+
 COLUMNS = (
     "id, aggregate_id, aggregate_type, event_type, event_data, metadata, "
     "version, created_at, transaction_id::text"
@@ -124,17 +142,60 @@ def insert_statement(count: int) -> str:
     return _INSERT + ", ".join([_ROW] * count)
 
 
-# Only transactions that have all ended (committed or rolled back) are read, so a
-# transaction that commits later can never land behind the reader's position.
+def after(position: Position, *, until: Position | None = None, horizon: bool = True) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of the events after `position` in the global order.
+
+    With `horizon`, only transactions that have all ended (committed or rolled back)
+    are read, so a transaction that commits later can never land behind a reader's
+    position. Without it, everything this transaction can see, which is right only
+    where every writer of what the reader keeps is locked out. `until` bounds it.
+    """
+    clause = "(transaction_id, id) > (%s::text::xid8, %s)"
+    params: list[Any] = [str(position.transaction_id), position.event_id]
+    if horizon:
+        clause += " AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+    if until is not None:
+        clause += " AND (transaction_id, id) <= (%s::text::xid8, %s)"
+        params += [str(until.transaction_id), until.event_id]
+    return clause, params
+
+
 # ORDER BY names the table's columns: unqualified, "transaction_id" would be the
 # ::text output column, and "10000" sorts before "9999".
-_READ_ALL = f"""
-SELECT {COLUMNS} FROM events
- WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-   AND (transaction_id, id) > (%s::text::xid8, %s)
- ORDER BY events.transaction_id, events.id
- LIMIT %s
-"""
+GLOBAL_ORDER = "ORDER BY events.transaction_id, events.id"
+FETCH = 2_000  # rows per fetch from the stream's server-side cursor
+
+
+def stream(start: Position = START, *, until: Position | None = None, horizon: bool = True,
+           limit: int | None = None) -> Iterator[list[StoredEvent]]:  # fmt: skip
+    """The log after `start` in commit-safe global order, in batches, on the primary.
+
+    The one reader of the whole log: projections, their rebuild and verification,
+    read_all and the checks all come through here. Each aggregate's events come in
+    version order (the insert guard sees to it), and resuming from the position of
+    the last event read never skips a committed event. Runs inside a transaction
+    (a server-side cursor lives in one); close the iterator to free the cursor early.
+    """
+    where, params = after(Position(*start), until=until, horizon=horizon)
+    query = f"SELECT {COLUMNS} FROM events WHERE {where} {GLOBAL_ORDER}"
+    if limit is not None:
+        query += " LIMIT %s"
+        params.append(limit)
+    django_connection = db.wrapper(db.PRIMARY)
+    with django_connection.wrap_database_errors, psycopg.ServerCursor(django_connection.connection, "events_stream") as cursor:
+        # psycopg's own (C) timestamp loader: Django's wraps it in Python, a cost per row
+        # that a rebuild of millions of events notices. Both give aware UTC datetimes.
+        cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        cursor.execute(query, params)
+        while rows := cursor.fetchmany(FETCH):
+            yield [row_to_event(row) for row in rows]
+
+
+def backlog(position: Position) -> tuple[int, datetime | None]:
+    """How many events lie after `position` (committed or not), and when the oldest of them was written."""
+    where, params = after(position, horizon=False)
+    count, oldest = db.fetchone(f"SELECT count(*), min(created_at) FROM events WHERE {where}", params) or (0, None)
+    return count, oldest
 
 
 def row_to_event(row) -> StoredEvent:
@@ -247,7 +308,7 @@ class EventStore:
 
     def load(
         self,
-        aggregate_id,
+        aggregate_id: uuid.UUID | str,
         *,
         after_version: int = 0,
         up_to_version: int | None = None,
@@ -265,24 +326,30 @@ class EventStore:
         if as_of is not None:
             sql += " AND created_at <= %s"
             params.append(as_of)
-        with connection.cursor() as cursor:
-            cursor.execute(sql + " ORDER BY version", params)
-            return [row_to_event(row) for row in cursor.fetchall()]
+        return [row_to_event(row) for row in db.fetchall(sql + " ORDER BY version", params, alias=db.reads())]
 
-    def load_after_version(self, aggregate_id, version: int) -> list[StoredEvent]:
+    def load_after_version(self, aggregate_id: uuid.UUID | str, version: int) -> list[StoredEvent]:
         """The events after `version`: the tail to fold onto a snapshot taken at `version`."""
         return self.load(aggregate_id, after_version=version)
 
+    def version_at(self, aggregate_id: uuid.UUID | str, moment: datetime) -> int:
+        """The aggregate's version as it stood at `moment`: its last event written at or before it (0: none)."""
+        row = db.fetchone(
+            "SELECT COALESCE(max(version), 0) FROM events WHERE aggregate_id = %s AND created_at <= %s",
+            [as_uuid(aggregate_id), moment],
+            alias=db.reads(),
+        )
+        return int(row[0]) if row else 0
+
     def read_all(self, after: Position = START, limit: int = 1000) -> Page:
-        """Up to `limit` committed events after `after`, in global order.
+        """Up to `limit` committed events after `after`, in global order: one page of `stream`.
 
         Resume from the returned position: no committed event is ever skipped, and
-        each aggregate's events come in version order (the insert guard sees to it).
+        each aggregate's events come in version order.
         """
         if limit < 1:
             raise ValueError(f"limit must be 1 or more, got {limit}")
         after = Position(*after)
-        with connection.cursor() as cursor:
-            cursor.execute(_READ_ALL, [str(after.transaction_id), after.event_id, limit])
-            events = [row_to_event(row) for row in cursor.fetchall()]
+        with transaction.atomic(using=db.PRIMARY), closing(stream(after, limit=limit)) as batches:
+            events = [event for batch in batches for event in batch]
         return Page(events=events, position=events[-1].position if events else after)

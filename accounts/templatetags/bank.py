@@ -1,12 +1,16 @@
-"""Template filters for money and events. Output is escaped like any other text."""
+"""Template filters for money and events. Output is escaped like any other text.
+
+Events are read through their `data` (the payload upcast to its current schema)
+and the domain's helpers, as every other reader of the log reads them.
+"""
 
 import json
 from decimal import Decimal
 
 from django import template
 
+from accounts import domain
 from accounts.money import format_money
-from eventstore.upcasting import upcasters
 
 register = template.Library()
 
@@ -16,28 +20,34 @@ def money(minor, currency):
     if minor is None or minor == "":
         return ""
     if isinstance(minor, bool) or not isinstance(minor, (int, Decimal)):
-        return str(minor)  # a malformed stored event: show what is there, never fail the page
+        return str(minor)
     return format_money(int(minor), currency)
 
 
 @register.filter
 def event_amount(event):
-    """The amount (minor units) an event moved, if it moved money, read in the current schema."""
-    data = upcasters.upcast(event.event_type, event.event_data)
-    return data.get("amount", data.get("initial_balance"))
+    """The amount (minor units) an event moved, if it moved money; None for a payload that holds no valid one."""
+    try:
+        return domain.amount(event.event_type, event.data)
+    except (KeyError, TypeError, ValueError):  # an unreadable event: the page's integrity warning says so
+        return None
+
+
+@register.filter
+def direction(event):
+    """"credit", "debit", "open" or "status": how the event is marked."""
+    return domain.direction(event.event_type)
+
+
+@register.filter
+def label(event):
+    return domain.label(event.event_type)
 
 
 @register.filter
 def why(event):
     """The reason, source or reference a member of staff gave."""
-    metadata = event.metadata or {}
-    data = event.event_data if isinstance(event.event_data, dict) else {}
-    for key in ("reason", "source", "reference"):
-        if metadata.get(key):
-            return metadata[key]
-        if data.get(key):
-            return data[key]
-    return ""
+    return domain.stated_reason(event.data, event.metadata)
 
 
 @register.filter

@@ -100,17 +100,17 @@ def competing_deposit(raw_connect, account_id):
 
 def test_a_lost_race_is_retried_against_the_new_state(monkeypatch, raw_connect):
     account = AccountFactory(initial_deposit=100)
-    original = services._existing_locked
+    original = services._existing
     calls = []
 
-    def load_then_lose_the_race(account_id):
-        loaded = original(account_id)
-        calls.append(loaded[0].version)
+    def load_then_lose_the_race(unit, account_id):
+        (loaded,) = original(unit, account_id)
+        calls.append(loaded.version)
         if len(calls) == 1:
             competing_deposit(raw_connect, account_id)
-        return loaded
+        return [loaded]
 
-    monkeypatch.setattr(services, "_existing_locked", load_then_lose_the_race)
+    monkeypatch.setattr(services, "_existing", load_then_lose_the_race)
     after = services.withdraw(account_id=account.id, amount=50, reason="cash")
     assert calls == [1, 2]
     assert (after.balance, after.version) == (51, 3)
@@ -122,16 +122,16 @@ def test_retries_are_bounded_and_the_conflict_then_reaches_the_caller(monkeypatc
     from eventstore.store import ConcurrencyConflict
 
     account = AccountFactory(initial_deposit=100)
-    original = services._existing_locked
+    original = services._existing
     attempts = []
 
-    def always_lose(account_id):
-        loaded = original(account_id)
-        attempts.append(loaded[0].version)
+    def always_lose(unit, account_id):
+        (loaded,) = original(unit, account_id)
+        attempts.append(loaded.version)
         competing_deposit(raw_connect, account_id)
-        return loaded
+        return [loaded]
 
-    monkeypatch.setattr(services, "_existing_locked", always_lose)
+    monkeypatch.setattr(services, "_existing", always_lose)
     with pytest.raises(ConcurrencyConflict) as caught:
         services.withdraw(account_id=account.id, amount=5, reason="never lands")
     assert len(attempts) == MAX_ATTEMPTS
@@ -164,4 +164,3 @@ def test_a_command_that_waited_for_the_account_dates_its_event_after_the_one_it_
     history = store.load(account.id)
     assert [(e.version, e.data["source"]) for e in history[1:]] == [(2, "holder"), (3, "waited")]
     assert history[2].created_at >= history[1].created_at
-    assert Account.objects.get(account_id=account.id).last_activity_at == history[2].created_at

@@ -88,6 +88,41 @@ def test_daily_statements_agree_with_replay_day_by_day():
     assert (rows[1].credits, rows[1].debits) == (0, 1_500)
 
 
+def row_of(account_id):
+    row = Account.objects.get(account_id=account_id)
+    return (row.owner, row.currency, row.balance, row.status, row.version)
+
+
+def test_every_command_leaves_the_account_row_as_replay_makes_it_dated_by_its_events():
+    account = AccountFactory(initial_deposit=1_000)
+    other = AccountFactory(initial_deposit=0)
+    services.deposit(account_id=account.id, amount=250, source="cash")
+    services.transfer(from_account_id=account.id, to_account_id=other.id, amount=300, reference="rent")
+    services.freeze(account_id=account.id, reason="check")
+    services.unfreeze(account_id=account.id, reason="checked")
+    services.withdraw(account_id=account.id, amount=950, reason="cash")
+    services.close_account(account_id=account.id, reason="moved away")
+    for each in (account, other):
+        replayed = services.get_account(each.id, from_events_only=True)
+        history = store.load(each.id)
+        assert row_of(each.id) == (replayed.owner, replayed.currency, replayed.balance, replayed.status, replayed.version)
+        row = Account.objects.get(account_id=each.id)
+        assert (row.opened_at, row.last_activity_at) == (history[0].created_at, history[-1].created_at)
+    assert row_of(account.id)[2:] == (0, "closed", 7)
+    assert projections.verify(account_projection) == []
+
+
+def test_a_row_the_log_moved_past_outside_the_command_unit_is_left_as_it_was_never_counted_twice(tamper):
+    account = AccountFactory(initial_deposit=100)
+    tamper(account.id, "Deposited", {"amount": 5, "source": "outside", "schema_version": 2})
+    services.deposit(account_id=account.id, amount=7, source="cash")
+    assert row_of(account.id)[2:] == (100, "active", 1)
+    drift = projections.verify(account_projection)
+    assert {(d.kind, d.row[0], d.row[3]) for d in drift} == {("missing", account.id, 112), ("unexpected", account.id, 100)}
+    projections.rebuild(account_projection)
+    assert row_of(account.id)[2:] == (112, "active", 3)
+
+
 def test_catch_up_applies_each_event_once_and_remembers_where_it_stopped():
     account = AccountFactory(initial_deposit=100)
     catch_up_all()

@@ -39,6 +39,6 @@ def test_history_pages_newest_first_by_version():
     account = busy_account()
     first = selectors.account_history(account.id, size=4)
     second = selectors.account_history(account.id, before_version=first.next_cursor, size=4)
-    assert [e.event.version for e in first.items] == [6, 5, 4, 3]
+    assert [e.version for e in first.items] == [6, 5, 4, 3]
     assert first.has_next and not second.has_next
-    assert [e.event.version for e in second.items] == [2, 1]
+    assert [e.version for e in second.items] == [2, 1]

@@ -213,7 +213,7 @@ def test_a_stale_form_still_runs_and_says_what_changed():
         reverse("accounts:command", args=[account.id, "withdraw"]), payload, follow=True
     )
     page = response.content.decode()
-    assert "This account had changed since you opened the page (1 event: Deposited 25.00 EUR" in page
+    assert "This account had changed since you opened the page (1 event: Deposit 25.00 EUR" in page
     assert "the balance is now 124.00 EUR" in page
     assert services.get_account(account.id).balance == 12_400
 
@@ -388,7 +388,7 @@ def test_a_deposit_form_submitted_again_after_back_stores_nothing_and_says_what_
     assert event_count(account.id) == 2
 
     back = client.get(reverse("accounts:detail", args=[account.id]), {"form": token}).content.decode()  # Back, re-rendered
-    assert "Already done: this page's deposit form was submitted (Deposited 25.50 EUR by" in back
+    assert "Already done: this page's deposit form was submitted (Deposit 25.50 EUR by" in back
     assert 'name="deposit-amount"' not in back and 'name="withdraw-amount"' in back
     assert f'value="{token}:withdraw"' in back
 

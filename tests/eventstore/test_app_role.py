@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from accounts import services
 from eventstore.models import ProjectionCheckpoint
+from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory
 
 pytestmark = pytest.mark.django_db  # roles created here go away with the test's transaction
@@ -174,7 +175,7 @@ def test_the_app_role_cannot_cheat_history_keys_or_checkpoints(app, runner):
         assert "permission denied for table account_daily_statement" in refused("DELETE FROM account_daily_statement")
     finally:
         set_role(None)
-    assert len(services.store.load(account.id)) == 2
+    assert len(EventStore().load(account.id)) == 2
 
 
 def test_granting_again_gives_the_same_and_takes_back_what_was_added_by_hand(app):
@@ -233,7 +234,7 @@ def test_the_app_role_works_the_bank(app):
             assert cursor.fetchone()[0] == app
     finally:
         set_role(None)
-    assert len(services.store.load(account.id)) == 3
+    assert len(EventStore().load(account.id)) == 3
 
 
 def test_the_command_refuses_a_missing_superuser_or_owning_role(app):

@@ -26,8 +26,8 @@ def deposits(account_id):
 def test_a_command_inside_an_outer_transaction_fails_at_once_without_retrying(monkeypatch):
     account = AccountFactory()
     attempts = []
-    original = services._existing_locked
-    monkeypatch.setattr(services, "_existing_locked", lambda i: attempts.append(i) or original(i))
+    original = services._existing
+    monkeypatch.setattr(services, "_existing", lambda unit, *ids: attempts.append(ids) or original(unit, *ids))
     with pytest.raises(RuntimeError, match="durable atomic block cannot be nested"):
         with transaction.atomic():
             services.deposit(account_id=account.id, amount=5, source="cash")

@@ -3,11 +3,11 @@
 from django import forms
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts import services
-from accounts.domain import DomainError
+from accounts import selectors, services
+from accounts.domain import DomainError, amount, stated_reason
 from accounts.forms import MomentField
 from accounts.money import format_money
-from eventstore.store import MAX_VERSION, EventStore
+from eventstore.models import MAX_VERSION
 
 
 class Command(BaseCommand):
@@ -43,11 +43,11 @@ class Command(BaseCommand):
             f"account {account.id}\nowner    {account.owner}\nstatus   {account.status}\n"
             f"balance  {format_money(account.balance, account.currency)}\nversion  {account.version}\n"
         )
-        for event in EventStore().load(account.id, up_to_version=account.version):
-            amount = event.data.get("amount", event.data.get("initial_balance"))
-            money = format_money(amount, account.currency) if amount is not None else ""
-            why = event.metadata.get("reason") or event.metadata.get("source") or event.metadata.get("reference") or ""
+        for event in selectors.events_between(account.id, 0, account.version):
+            moved = amount(event.event_type, event.data)  # the account replayed, so every event reads
+            money = format_money(moved, account.currency) if moved is not None else ""
+            metadata = event.metadata or {}
             self.stdout.write(
                 f"{event.version:>6}  {event.created_at:%Y-%m-%d %H:%M:%S}  {event.event_type:<17} {money:>18}  "
-                f"{event.metadata.get('actor', ''):<20} {why}"
+                f"{metadata.get('actor', ''):<20} {stated_reason(event.data, metadata)}"
             )

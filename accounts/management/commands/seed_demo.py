@@ -12,7 +12,6 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts import services
 from accounts.domain import DomainError
 from accounts.roles import ensure_roles
-from eventstore.commands import recorded_results
 from eventstore.context import metadata_context, system_actor
 
 DEMO_USERS = {  # username: (password, role)
@@ -37,7 +36,7 @@ class Command(BaseCommand):
         self._users()
         done_key = f"seed-demo:{seed}:{accounts}:last"
         with metadata_context(actor=system_actor("seed_demo")):
-            if recorded_results([done_key]):
+            if services.already_done([done_key]):
                 self.stdout.write("Demo accounts already present; nothing to do.")
             else:
                 self._accounts(accounts, seed, done_key)

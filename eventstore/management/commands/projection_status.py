@@ -1,15 +1,10 @@
 """projection_status: where each projection stands, and how far behind the log it is."""
 
 from django.core.management.base import BaseCommand
-from django.db import connection
 from django.utils import timezone
 
 from eventstore import projections
-
-BEHIND = """
-SELECT count(*), min(created_at) FROM events
- WHERE (transaction_id, id) > (%s::text::xid8, %s)
-"""
+from eventstore.store import backlog
 
 
 class Command(BaseCommand):
@@ -32,9 +27,7 @@ class Command(BaseCommand):
     def _row(self, name, mode, now):
         # Read only (a runner that never started has no row yet): the application's role may run this.
         row = projections.ProjectionCheckpoint.objects.filter(name=name).first() or projections.ProjectionCheckpoint(name=name)
-        with connection.cursor() as cursor:
-            cursor.execute(BEHIND, [str(row.transaction_id), row.event_id])
-            behind, oldest = cursor.fetchone()
+        behind, oldest = backlog(projections.position_of(row))
         lag = (now - oldest).total_seconds() if oldest else 0.0
         position = f"({row.transaction_id}, {row.event_id})"
         self.stdout.write(f"{name:<28} {mode:<7} {position:<24} {row.events_applied:>10} {behind:>10} {lag:>8.1f}")

@@ -113,12 +113,12 @@ class Command(BaseCommand):
             for (aggregate_id, aggregate_type, version, schema, state), rows in itertools.groupby(
                 cursor, key=lambda row: row[:5]
             ):
-                known = registry.snapshot_replays.get(aggregate_type)
-                if known is None or schema != known.schema:
+                known = registry.aggregates.get(aggregate_type)
+                if known is None or schema != known.state_schema:
                     continue
                 events = [(row[5], upcasters.upcast(row[5], json.loads(row[6]))) for row in rows if row[5] is not None]
                 try:
-                    replayed = known.replay(aggregate_id, events)
+                    replayed = known.to_snapshot(known.fold(aggregate_id, events, None))
                 except Exception as error:  # a finding about the log, whatever the aggregate's code raises
                     problems.append(f"{aggregate_id} at version {version}: its events cannot be replayed ({error})")
                     continue
