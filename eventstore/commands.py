@@ -100,8 +100,9 @@ class Unit:
         """
         aggregate = registry.aggregate(aggregate_type)
         ids = [as_uuid(aggregate_id) for aggregate_id in aggregate_ids]
-        for aggregate_id in sorted(set(ids) - set(self._held), key=snapshots.lock_key):
-            state, clock = snapshots.load(aggregate, aggregate_id, lock=True)
+        # In lock-key order, so that two commands locking the same aggregates cannot deadlock.
+        new = sorted(set(ids) - set(self._held), key=snapshots.lock_key)
+        for aggregate_id, (state, clock) in zip(new, snapshots.load_each(aggregate, new, lock=True)):
             self._held[aggregate_id] = (aggregate, state)
             if clock is not None and (self._clock is None or clock > self._clock):
                 self._clock = clock

@@ -102,6 +102,21 @@ def fetchall(sql: str, params: Params = (), *, alias: str = PRIMARY) -> list[tup
     return result
 
 
+def fetch_each(statements: Sequence[tuple[str, Params]], *, alias: str = PRIMARY) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement, in order; inside a command all are sent before the first is read (one wait)."""
+    _flush()
+    django_connection = wrapper(alias)
+    with django_connection.wrap_database_errors:
+        cursors = [psycopg.Cursor(django_connection.connection) for _ in statements]
+        try:
+            for cursor, (sql, params) in zip(cursors, statements):
+                cursor.execute(sql, params)
+            return [cursor.fetchall() for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+
 def fetchone(sql: str, params: Params = (), *, alias: str = PRIMARY) -> tuple[Any, ...] | None:
     _flush()
     result: tuple[Any, ...] | None = _run(sql, params, "one", alias)

@@ -70,15 +70,39 @@ def load(
 
     With `lock`, first take the aggregate's writer lock (held to the end of the
     transaction; see eventstore.commands): the load then sees every write of
-    whoever held it before. A command locking several aggregates loads them in
-    `lock_key` order, so that two such commands cannot deadlock.
+    whoever held it before.
+    """
+    (loaded,) = load_each(aggregate, [aggregate_id], up_to_version=up_to_version, lock=lock,
+                          from_events_only=from_events_only, alias=alias)  # fmt: skip
+    return loaded
+
+
+def load_each(
+    aggregate: Aggregate[S],
+    aggregate_ids: list[uuid.UUID],
+    *,
+    up_to_version: int | None = None,
+    lock: bool = False,
+    from_events_only: bool = False,
+    alias: str = db.PRIMARY,
+) -> list[Loaded[S]]:
+    """`load` for several aggregates at once: inside a command, one round trip for all of them.
+
+    With `lock`, the locks are taken in the order given: a command locking several
+    aggregates gives them in `lock_key` order, so that two such commands cannot deadlock.
     """
     if up_to_version == 0:
-        return Loaded(aggregate.new(aggregate_id), None)
+        return [Loaded(aggregate.new(aggregate_id), None) for aggregate_id in aggregate_ids]
     up_to = up_to_version or _NO_LIMIT
     schema = None if from_events_only else aggregate.state_schema
-    key = lock_key(aggregate_id) if lock else None
-    rows = db.fetchall(_LOAD, [aggregate_id, schema, up_to, key], alias=alias)
+    statements = [(_LOAD, [i, schema, up_to, lock_key(i) if lock else None]) for i in aggregate_ids]
+    results = db.fetch_each(statements, alias=alias)
+    return [_folded(aggregate, i, rows, up_to, alias) for i, rows in zip(aggregate_ids, results)]
+
+
+def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, rows: list[tuple[Any, ...]], up_to: int,
+            alias: str) -> Loaded[S]:  # fmt: skip
+    """The state the rows of events_load give (the clock row, a snapshot row perhaps, the tail)."""
     clock, rows = rows[0][3], rows[1:]
     start = None
     if rows and rows[0][0] is None:

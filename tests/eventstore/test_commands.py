@@ -106,3 +106,53 @@ def test_the_longest_username_with_the_longest_key_fits_the_command_log():
         services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k" * 100)
         again = services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k" * 100)
     assert again.balance == 5 and len(deposits(account.id)) == 1
+
+
+def waits(trace) -> int:
+    """How many times the client waited for the server: each Sync, or each Flush not right after a Sync."""
+    kinds = [message[0] for message in trace.messages]
+    return sum(1 for n, kind in enumerate(kinds) if kind == "Sync" or (kind == "Flush" and kinds[n - 1] != "Sync"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_costs_two_round_trips_begin_with_the_load_and_its_writes_with_commit(round_trips):
+    account, other = AccountFactory(initial_deposit=100), AccountFactory(initial_deposit=100)
+    for command in (
+        lambda: services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key=str(uuid.uuid4())),
+        lambda: services.transfer(from_account_id=account.id, to_account_id=other.id, amount=5, reference="rent"),
+        lambda: services.open_account(owner="Ann", initial_deposit=0, idempotency_key=str(uuid.uuid4())),
+    ):
+        with round_trips() as trace:
+            command()
+        sent = [message[0] for message in trace.messages]
+        assert waits(trace) == 2, sent
+        assert trace.sent('"BEGIN"') and trace.sent('"COMMIT"')
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_race_found_at_commit_is_retried_and_leaves_the_connection_usable(raw_connect, monkeypatch):
+    account = AccountFactory(initial_deposit=100)
+    raced = []
+    original = services._existing
+
+    def lose_once(unit, account_id):
+        loaded = original(unit, account_id)
+        if not raced:
+            raced.append(True)
+            outside = raw_connect()  # a writer that bypasses the lock stores version 2 while this command decides
+            outside.execute(
+                "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) "
+                "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"schema_version\": 2, "
+                "\"source\": \"elsewhere\"}', '{}', 2)",
+                [account_id],
+            )
+            outside.commit()
+        return loaded
+
+    monkeypatch.setattr(services, "_existing", lose_once)
+    after = services.withdraw(account_id=account.id, amount=50, reason="cash")
+    assert (after.balance, after.version) == (51, 3)
+    with connection.cursor() as cursor:  # nothing left half-open on Django's connection
+        cursor.execute("SELECT 1")
+        assert connection.connection.info.transaction_status.name == "IDLE"
+    assert not connection.in_atomic_block
