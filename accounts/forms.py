@@ -9,9 +9,9 @@ staff was looking at (to tell them if it moved).
 import datetime
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
-from django.conf import settings
 
 from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
@@ -111,7 +111,7 @@ class MomentField(forms.DateTimeField):
         if moment is None:
             return None
         try:
-            return moment.astimezone(datetime.timezone.utc)
+            return moment.astimezone(datetime.UTC)
         except OverflowError:
             raise forms.ValidationError(
                 self.error_messages["out_of_range"].format(value=str(value).strip()[:40]), code="out_of_range"

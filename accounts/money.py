@@ -14,7 +14,6 @@ from decimal import Decimal
 
 from accounts.domain import CURRENCIES
 
-
 _AMOUNT = re.compile(r"(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d*)?|\.\d+", re.ASCII)
 
 

@@ -133,7 +133,9 @@ def _between(text: str, start: str, end: str) -> str:
 
 def _previous_guards() -> str:
     """The functions as migrations 0001, 0007 and 0008 left them."""
-    first, notify, seed_types = (_earlier(n) for n in ("0001_events", "0007_notify_on_append", "0008_seed_column_types"))
+    first, notify, seed_types = (
+        _earlier(n) for n in ("0001_events", "0007_notify_on_append", "0008_seed_column_types")
+    )
     functions = [
         _between(first.CREATE_GUARDS, "CREATE FUNCTION events_reject_change", "CREATE TRIGGER"),
         _between(first.CREATE_GUARDS, "CREATE FUNCTION events_check_append", "CREATE TRIGGER"),
