@@ -58,7 +58,9 @@ def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool =
             raise AmountError(f"{shown} has a comma that is not a thousands separator. {_how_to_write(currency)}")
         raise AmountError(f"{shown} is not an amount. {_how_to_write(currency)}")
     value = Decimal(typed.replace(",", ""))
-    if value.as_tuple().exponent < -places:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), "_AMOUNT matched, so the value is finite (no NaN or Infinity exponent)"
+    if exponent < -places:
         raise AmountError(
             f"{currency} has {places} decimal place{'s' if places != 1 else ''}; {shown} has more."
             if places

@@ -19,6 +19,7 @@ version (NULL when the log has no such event: a snapshot ahead of the log).
 """
 
 import importlib
+from types import ModuleType
 
 from django.db import migrations
 
@@ -123,7 +124,7 @@ $$;
 """
 
 
-def _earlier(name):
+def _earlier(name: str) -> ModuleType:
     return importlib.import_module(f"eventstore.migrations.{name}")
 
 
