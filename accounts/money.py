@@ -80,7 +80,11 @@ def format_money(minor: int, currency: str) -> str:
     return f"{Decimal(minor).scaleb(-places):,.{places}f} {currency}"
 
 
-def to_decimal_string(minor: int, currency: str) -> str:
-    """1250, 'EUR' -> '12.50': plain, for spreadsheets and exports."""
+def to_decimal_string(minor: int | Decimal, currency: str) -> str:
+    """1250, 'EUR' -> '12.50': plain, for spreadsheets and exports.
+
+    Minor units come as an int, or as a whole Decimal from the daily statements'
+    NUMERIC turnover columns.
+    """
     places = decimals(currency)
     return f"{Decimal(minor).scaleb(-places):.{places}f}"
