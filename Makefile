@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# What production runs (requirements.txt), then the test and lint tools on top (requirements-dev.txt).
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cksum requirements.txt requirements-dev.txt | cut -d' ' -f1 | paste -sd- -)
 
-.PHONY: install run test bench soak check-deploy clean
+.PHONY: install install-dev run test lint bench soak check-deploy clean
 
 $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
@@ -13,7 +15,14 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	rm -f $(VENV)/.installed-dev-*
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 run: install
 	$(BIN)/python manage.py migrate --noinput
@@ -23,13 +32,24 @@ run: install
 	trap 'kill $$runner 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
 
-test: install
+test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+# All four checks run, and lint fails if any of them failed. mypy loads config.settings
+# (django-stubs), which reads DATABASE_URL but never connects: the placeholder keeps it
+# from starting the embedded PostgreSQL.
+lint: install-dev
+	@status=0; \
+	echo "== ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "== ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "== mypy"; DATABASE_URL=postgres://lint@127.0.0.1:5432/unused $(BIN)/mypy || status=1; \
+	echo "== lint-imports"; $(BIN)/lint-imports || status=1; \
+	exit $$status
+
+bench: install-dev
 	$(BIN)/python -m bench
 
-soak: install
+soak: install-dev
 	$(BIN)/python -m soak $(SOAK_ARGS)
 
 # The checks read settings only; they never connect to the database they are given.
@@ -39,4 +59,4 @@ check-deploy: install
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
 from accounts import services
-from accounts.domain import DomainError, MAX_TEXT_LENGTH
+from accounts.domain import MAX_TEXT_LENGTH, DomainError
 from accounts.models import Account
 from accounts.money import format_money
 from eventstore.admin import ReadOnlyAdmin

@@ -7,11 +7,12 @@ staff was looking at (to tell them if it moved).
 """
 
 import datetime
+from typing import cast
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
-from django.conf import settings
 
 from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
@@ -81,7 +82,8 @@ class OpenAccountForm(CommandForm):
         super().__init__(*args, **kwargs)
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if "initial_deposit" in cleaned and "currency" in cleaned:
             try:
                 cleaned["initial_deposit"] = to_minor_units(
@@ -111,7 +113,7 @@ class MomentField(forms.DateTimeField):
         if moment is None:
             return None
         try:
-            return moment.astimezone(datetime.timezone.utc)
+            return moment.astimezone(datetime.UTC)
         except OverflowError:
             raise forms.ValidationError(
                 self.error_messages["out_of_range"].format(value=str(value).strip()[:40]), code="out_of_range"
@@ -137,7 +139,8 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args, event_types=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["event_type"].choices = [("", "Any type")] + [(t, t) for t in event_types]
+        event_type = cast(forms.ChoiceField, self.fields["event_type"])
+        event_type.choices = [("", "Any type")] + [(t, t) for t in event_types]
 
 
 LAST_MONTH = datetime.date(9999, 12, 1)
@@ -171,7 +174,8 @@ class StaffLoginForm(AuthenticationForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["username"].validators.append(MaxLengthValidator(self.fields["username"].max_length))
+        username = cast(forms.CharField, self.fields["username"])
+        username.validators.append(MaxLengthValidator(username.max_length))
 
 
 class AccountSearchForm(forms.Form):

@@ -14,7 +14,6 @@ from decimal import Decimal
 
 from accounts.domain import CURRENCIES
 
-
 _AMOUNT = re.compile(r"(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d*)?|\.\d+", re.ASCII)
 
 
@@ -59,7 +58,9 @@ def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool =
             raise AmountError(f"{shown} has a comma that is not a thousands separator. {_how_to_write(currency)}")
         raise AmountError(f"{shown} is not an amount. {_how_to_write(currency)}")
     value = Decimal(typed.replace(",", ""))
-    if value.as_tuple().exponent < -places:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), "_AMOUNT matched, so the value is finite (no NaN or Infinity exponent)"
+    if exponent < -places:
         raise AmountError(
             f"{currency} has {places} decimal place{'s' if places != 1 else ''}; {shown} has more."
             if places
@@ -79,7 +80,11 @@ def format_money(minor: int, currency: str) -> str:
     return f"{Decimal(minor).scaleb(-places):,.{places}f} {currency}"
 
 
-def to_decimal_string(minor: int, currency: str) -> str:
-    """1250, 'EUR' -> '12.50': plain, for spreadsheets and exports."""
+def to_decimal_string(minor: int | Decimal, currency: str) -> str:
+    """1250, 'EUR' -> '12.50': plain, for spreadsheets and exports.
+
+    Minor units come as an int, or as a whole Decimal from the daily statements'
+    NUMERIC turnover columns.
+    """
     places = decimals(currency)
     return f"{Decimal(minor).scaleb(-places):.{places}f}"

@@ -28,7 +28,10 @@ READ_WRITE = ("SELECT", "INSERT", "UPDATE", "DELETE")
 APPLICATION = {
     # The log: read, and append without choosing the id or the transaction_id
     # (the position that orders the log); never UPDATE or DELETE.
-    "events": ("SELECT", "INSERT (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at)"),
+    "events": (
+        "SELECT",
+        "INSERT (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at)",
+    ),
     # USAGE lets an INSERT take the next id; setval would need UPDATE.
     "events_id_seq": ("USAGE",),
     # A cache the commands upsert.

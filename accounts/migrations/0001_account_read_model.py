@@ -18,7 +18,9 @@ class Migration(migrations.Migration):
                 ('owner', models.CharField(max_length=200)),
                 ('currency', models.CharField(max_length=3)),
                 ('balance', models.BigIntegerField(help_text='In minor units of the currency (cents).')),
-                ('status', models.CharField(choices=[('active', 'Active'), ('frozen', 'Frozen'), ('closed', 'Closed')], max_length=10)),
+                ('status', models.CharField(
+                    choices=[('active', 'Active'), ('frozen', 'Frozen'), ('closed', 'Closed')], max_length=10
+                )),
                 ('version', models.PositiveIntegerField()),
                 ('opened_at', models.DateTimeField()),
                 ('last_activity_at', models.DateTimeField()),
@@ -26,8 +28,15 @@ class Migration(migrations.Migration):
             options={
                 'db_table': 'account_read_model',
                 'ordering': ['-opened_at', 'account_id'],
-                'indexes': [models.Index(fields=['status', '-opened_at'], name='account_status_opened'), models.Index(fields=['owner'], name='account_owner')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('balance__gte', 0)), name='account_balance_not_negative')],
+                'indexes': [
+                    models.Index(fields=['status', '-opened_at'], name='account_status_opened'),
+                    models.Index(fields=['owner'], name='account_owner'),
+                ],
+                'constraints': [
+                    models.CheckConstraint(
+                        condition=models.Q(('balance__gte', 0)), name='account_balance_not_negative'
+                    ),
+                ],
             },
         ),
     ]

@@ -12,6 +12,18 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AlterModelOptions(
             name='account',
-            options={'default_permissions': ('view',), 'ordering': ['-opened_at', 'account_id'], 'permissions': [('open_account', 'Can open accounts'), ('deposit', 'Can deposit'), ('withdraw', 'Can withdraw'), ('transfer', 'Can transfer between accounts'), ('freeze_account', 'Can freeze accounts'), ('unfreeze_account', 'Can unfreeze accounts'), ('close_account', 'Can close accounts')]},
+            options={
+                'default_permissions': ('view',),
+                'ordering': ['-opened_at', 'account_id'],
+                'permissions': [
+                    ('open_account', 'Can open accounts'),
+                    ('deposit', 'Can deposit'),
+                    ('withdraw', 'Can withdraw'),
+                    ('transfer', 'Can transfer between accounts'),
+                    ('freeze_account', 'Can freeze accounts'),
+                    ('unfreeze_account', 'Can unfreeze accounts'),
+                    ('close_account', 'Can close accounts'),
+                ],
+            },
         ),
     ]

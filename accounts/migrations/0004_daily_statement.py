@@ -13,7 +13,9 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='DailyStatement',
             fields=[
-                ('pk', models.CompositePrimaryKey('account_id', 'day', blank=True, editable=False, primary_key=True, serialize=False)),
+                ('pk', models.CompositePrimaryKey(
+                    'account_id', 'day', blank=True, editable=False, primary_key=True, serialize=False
+                )),
                 ('account_id', models.UUIDField()),
                 ('day', models.DateField(help_text='The day in UTC.')),
                 ('currency', models.CharField(max_length=3)),

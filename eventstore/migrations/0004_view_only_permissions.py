@@ -12,7 +12,11 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AlterModelOptions(
             name='commandlog',
-            options={'default_permissions': ('view',), 'verbose_name': 'command log entry', 'verbose_name_plural': 'command log'},
+            options={
+                'default_permissions': ('view',),
+                'verbose_name': 'command log entry',
+                'verbose_name_plural': 'command log',
+            },
         ),
         migrations.AlterModelOptions(
             name='event',

@@ -49,7 +49,7 @@ ALTER TABLE events
 """
 
 
-def replace_events_load(name_type):
+def replace_events_load(name_type: str) -> str:
     """Migration 0003's events_load, word for word but for the type of event_type."""
     return f"""
 DROP FUNCTION events_load(uuid, integer, integer, bigint);

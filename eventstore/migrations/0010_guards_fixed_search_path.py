@@ -19,6 +19,7 @@ version (NULL when the log has no such event: a snapshot ahead of the log).
 """
 
 import importlib
+from types import ModuleType
 
 from django.db import migrations
 
@@ -123,7 +124,7 @@ $$;
 """
 
 
-def _earlier(name):
+def _earlier(name: str) -> ModuleType:
     return importlib.import_module(f"eventstore.migrations.{name}")
 
 
@@ -133,7 +134,9 @@ def _between(text: str, start: str, end: str) -> str:
 
 def _previous_guards() -> str:
     """The functions as migrations 0001, 0007 and 0008 left them."""
-    first, notify, seed_types = (_earlier(n) for n in ("0001_events", "0007_notify_on_append", "0008_seed_column_types"))
+    first, notify, seed_types = (
+        _earlier(n) for n in ("0001_events", "0007_notify_on_append", "0008_seed_column_types")
+    )
     functions = [
         _between(first.CREATE_GUARDS, "CREATE FUNCTION events_reject_change", "CREATE TRIGGER"),
         _between(first.CREATE_GUARDS, "CREATE FUNCTION events_check_append", "CREATE TRIGGER"),

@@ -33,7 +33,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--accounts", type=int, required=True, help="How many accounts to open.")
-        parser.add_argument("--events", type=int, required=True, help="About how many events in all (at least one per account).")
+        parser.add_argument(
+            "--events", type=int, required=True, help="About how many events in all (at least one per account)."
+        )
         parser.add_argument("--days", type=int, default=30, help="Spread the events over this many past days.")
         parser.add_argument("--chunk", type=int, default=1000, help="Accounts per transaction.")
         parser.add_argument("--seed", type=int, default=None, help="Random seed, for a repeatable history.")
@@ -51,7 +53,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"wrote {written} events for {accounts} accounts"))
 
     def _chunk(self, rng, size, events, days) -> int:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         begin = now - datetime.timedelta(days=days)
         # Never after now, and never going back: the guard refuses an event dated before its predecessor.
         step = (now - begin) / (events + size)
@@ -80,7 +82,9 @@ class Command(BaseCommand):
         if roll < 0.15:
             other = rng.randrange(len(states))
             target = states[other]
-            sent, received = decide_transfer(account, target, transfer_id=uuid.uuid4(), amount=amount, reference="generated")
+            sent, received = decide_transfer(
+                account, target, transfer_id=uuid.uuid4(), amount=amount, reference="generated"
+            )
             for position, events in ((index, sent), (other, received)):
                 states[position] = states[position].with_events(events)
                 history[states[position].id].append((events[0], at))
@@ -90,7 +94,11 @@ class Command(BaseCommand):
         elif roll < 0.98:
             new = account.withdraw(amount=amount, reason=rng.choice(REASONS))
         else:
-            new = account.unfreeze(reason="generated") if account.status == "frozen" else account.freeze(reason="generated")
+            new = (
+                account.unfreeze(reason="generated")
+                if account.status == "frozen"
+                else account.freeze(reason="generated")
+            )
         states[index] = account.with_events(new)
         history[account.id].append((new[0], at))
         return 1
@@ -104,6 +112,10 @@ class Command(BaseCommand):
                 for account_id, events in history.items():
                     for version, (event, at) in enumerate(events, start=1):
                         data = event.to_data()
-                        copy.write_row((account_id, AGGREGATE_TYPE, event.event_type, json.dumps(data), metadata, version, at))
-                        stored.append(StoredEvent(0, account_id, AGGREGATE_TYPE, event.event_type, data, {}, version, at, 0))
+                        copy.write_row(
+                            (account_id, AGGREGATE_TYPE, event.event_type, json.dumps(data), metadata, version, at)
+                        )
+                        stored.append(
+                            StoredEvent(0, account_id, AGGREGATE_TYPE, event.event_type, data, {}, version, at, 0)
+                        )
             account_projection.apply(stored, account_projection.live())

@@ -73,7 +73,12 @@ class Command(BaseCommand):
                 self._random_command(rng, account, opened, f"{key}:{n}:{step}")
             # The last account takes the final deposit that marks the bank as seeded: it must stay active.
             if rng.random() < 0.04 and account is not opened[-1]:
-                self._try(services.freeze, account_id=account.id, reason="suspicious activity", idempotency_key=f"{key}:{n}:freeze")
+                self._try(
+                    services.freeze,
+                    account_id=account.id,
+                    reason="suspicious activity",
+                    idempotency_key=f"{key}:{n}:freeze",
+                )
         services.deposit(account_id=opened[-1].id, amount=100, source="seed complete", idempotency_key=done_key)
         self.stdout.write(f"Opened {count} accounts and ran {steps} commands on them.")
 
@@ -81,9 +86,13 @@ class Command(BaseCommand):
         roll = rng.random()
         amount = rng.choice([500, 1_250, 2_000, 4_999, 12_000, 30_000])
         if roll < 0.45:
-            self._try(services.deposit, account_id=account.id, amount=amount, source=rng.choice(SOURCES), idempotency_key=key)
+            self._try(
+                services.deposit, account_id=account.id, amount=amount, source=rng.choice(SOURCES), idempotency_key=key
+            )
         elif roll < 0.8:
-            self._try(services.withdraw, account_id=account.id, amount=amount, reason=rng.choice(REASONS), idempotency_key=key)
+            self._try(
+                services.withdraw, account_id=account.id, amount=amount, reason=rng.choice(REASONS), idempotency_key=key
+            )
         else:
             other = rng.choice(opened)
             self._try(services.transfer, from_account_id=account.id, to_account_id=other.id,
