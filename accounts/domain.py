@@ -97,7 +97,9 @@ class UnreadableEvent(DomainError):
 
     def __init__(self, account_id, version: int, event_type: str, reason: str):
         self.account_id, self.version, self.event_type = account_id, version, event_type
-        self.description = f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}."
+        self.description = (
+            f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}."
+        )
         super().__init__(
             f"{self.description} Nothing was done; an administrator must investigate the account's history."
         )
@@ -328,7 +330,7 @@ def label(event_type: str) -> str:
 
 
 def direction(event_type: str) -> str:
-    """"open", "credit", "debit" or "status": how a chart or a list marks the event."""
+    """ "open", "credit", "debit" or "status": how a chart or a list marks the event."""
     if event_type == "Opened":
         return "open"
     return "credit" if event_type in CREDITS else "debit" if event_type in DEBITS else "status"
@@ -425,7 +427,9 @@ class BankAccount:
         if not self.currency:
             raise ValueError("the account was never opened")
         if not 0 <= self.balance <= MAX_BALANCE:
-            raise ValueError("the balance would go below zero" if self.balance < 0 else "the balance would pass the ledger's limit")
+            raise ValueError(
+                "the balance would go below zero" if self.balance < 0 else "the balance would pass the ledger's limit"
+            )
 
     # snapshots
 

@@ -16,7 +16,7 @@ from django.core.validators import MaxLengthValidator
 
 from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
-from eventstore.commands import MAX_KEY_LENGTH
+from eventstore.models import MAX_KEY_LENGTH
 
 
 class CommandForm(forms.Form):

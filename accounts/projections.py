@@ -87,7 +87,9 @@ class AccountProjection(Projection):
         if opened:
             db.write(_statement(_OPENED, table, len(opened), _EIGHT_VALUES), [value for row in opened for value in row])
         if changed:
-            db.write(_statement(_CHANGED, table, len(changed), _CHANGE_ROW), [value for row in changed for value in row])
+            db.write(
+                _statement(_CHANGED, table, len(changed), _CHANGE_ROW), [value for row in changed for value in row]
+            )
 
 
 class DailyStatementProjection(Projection):
@@ -111,7 +113,9 @@ class DailyStatementProjection(Projection):
             sql.SQL(
                 "SELECT DISTINCT ON (account_id) " + self._COLUMNS + " FROM {} "
                 "WHERE account_id = ANY(%s) ORDER BY account_id, day DESC"
-            ).format(table).as_string(db.wrapper().connection),
+            )
+            .format(table)
+            .as_string(db.wrapper().connection),
             [list(grouped)],
         )
         latest = {row[0]: list(row) for row in latest_rows}

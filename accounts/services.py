@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -28,11 +28,11 @@ from accounts.domain import (
 from accounts.domain import transfer as decide_transfer
 from eventstore import commands, registry, snapshots
 from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, Unit
-from eventstore.models import MAX_VERSION
 
 # What pages need of the store, they take from here: whether a command was answered
 # from the command log (`with outcome() as seen`), and the race that outlasted every retry.
 from eventstore.commands import outcome as outcome  # noqa: E402
+from eventstore.models import MAX_VERSION
 from eventstore.store import ConcurrencyConflict as ConcurrencyConflict  # noqa: E402
 
 
@@ -84,9 +84,9 @@ def _in_utc(moment: object) -> datetime:
     if not isinstance(moment, datetime):
         raise InvalidInput(f"A moment must be a date and time, not {moment!r}.")
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
     except OverflowError:
         raise InvalidInput(f"{moment.isoformat()} is outside the calendar (years 1 to 9999 in UTC).") from None
 
@@ -153,7 +153,9 @@ def _single(command: str, account_id: uuid.UUID | str, arguments: dict[str, Any]
     return account
 
 
-def deposit(*, account_id: uuid.UUID | str, amount: int, source: str, idempotency_key: str | None = None) -> BankAccount:
+def deposit(
+    *, account_id: uuid.UUID | str, amount: int, source: str, idempotency_key: str | None = None
+) -> BankAccount:
     return _single(
         "deposit", account_id, {"amount": amount, "source": source}, idempotency_key,
         lambda account: account.deposit(amount=amount, source=source, ceiling=_ceiling()),
@@ -161,7 +163,9 @@ def deposit(*, account_id: uuid.UUID | str, amount: int, source: str, idempotenc
     )  # fmt: skip
 
 
-def withdraw(*, account_id: uuid.UUID | str, amount: int, reason: str, idempotency_key: str | None = None) -> BankAccount:
+def withdraw(
+    *, account_id: uuid.UUID | str, amount: int, reason: str, idempotency_key: str | None = None
+) -> BankAccount:
     return _single(
         "withdraw", account_id, {"amount": amount, "reason": reason}, idempotency_key,
         lambda account: account.withdraw(amount=amount, reason=reason, ceiling=_ceiling()),

@@ -7,9 +7,9 @@ import itertools
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Callable
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import selectors, services
 from accounts.charts import balance_chart
 from accounts.domain import EVENT_TYPES, STATUSES, BankAccount, DomainError, label
+from accounts.domain import amount as amount_moved
 from accounts.forms import (
     AccountSearchForm,
     AsOfForm,
@@ -35,7 +36,6 @@ from accounts.forms import (
     TransferForm,
     WithdrawForm,
 )
-from accounts.domain import amount as amount_moved
 from accounts.money import format_money
 from accounts.money import to_decimal_string as _decimal
 
@@ -317,9 +317,7 @@ def _account_page(request, account_id, *, token: str, bound: dict | None = None,
     except ValueError:
         before = None
     history = (
-        selectors.account_history(current.id, up_to_version=account.version, before_version=before)
-        if account
-        else None
+        selectors.account_history(current.id, up_to_version=account.version, before_version=before) if account else None
     )
     month_form = MonthForm(request.GET)
     month = (month_form.cleaned_data["month"] if month_form.is_valid() else None) or _this_month()
@@ -399,10 +397,17 @@ def statement_csv(request, account_id):
     writer = csv.writer(_Echo())
     header = ["day", "currency", "opening_balance", "credits", "debits", "closing_balance", "events"]
     lines = [writer.writerow(header)] + [
-        writer.writerow([
-            d.day.isoformat(), d.currency, _decimal(d.opening_balance, d.currency), _decimal(d.credits, d.currency),
-            _decimal(d.debits, d.currency), _decimal(d.closing_balance, d.currency), d.event_count,
-        ])  # fmt: skip
+        writer.writerow(
+            [
+                d.day.isoformat(),
+                d.currency,
+                _decimal(d.opening_balance, d.currency),
+                _decimal(d.credits, d.currency),
+                _decimal(d.debits, d.currency),
+                _decimal(d.closing_balance, d.currency),
+                d.event_count,
+            ]
+        )  # fmt: skip
         for d in statement.days
     ]
     return StreamingHttpResponse(
@@ -456,7 +461,17 @@ class _Echo:
         return value
 
 
-CSV_COLUMNS = ["id", "created_at", "aggregate_id", "version", "event_type", "actor", "correlation_id", "data", "metadata"]
+CSV_COLUMNS = [
+    "id",
+    "created_at",
+    "aggregate_id",
+    "version",
+    "event_type",
+    "actor",
+    "correlation_id",
+    "data",
+    "metadata",
+]
 
 
 CSV_CHUNK = 2000  # rows per fetch

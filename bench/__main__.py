@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks, print their figures, exit 1 if a target is missed.
 
-    python -m bench            every benchmark
-    python -m bench append     only the named ones
+python -m bench            every benchmark
+python -m bench append     only the named ones
 """
 
 import importlib

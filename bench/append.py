@@ -9,7 +9,7 @@ EventStore at least 0.8 of raw.
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -43,7 +43,7 @@ def run(conninfo) -> bool:
                     json.dumps(payload),
                     json.dumps({"correlation_id": str(uuid.uuid4())}),
                     versions["raw"],
-                    datetime.now(timezone.utc),
+                    datetime.now(UTC),
                 ],
             )
 
@@ -51,7 +51,7 @@ def run(conninfo) -> bool:
         for _ in range(PER_ROUND):
             store.append(
                 store_aggregate, "Bench", versions["store"], [NewEvent("Ticked", payload)],
-                created_at=datetime.now(timezone.utc),
+                created_at=datetime.now(UTC),
             )  # fmt: skip
             versions["store"] += 1
 

@@ -36,7 +36,7 @@ def raw_open(conn) -> uuid.UUID:
 def raw_deposit(conn, account_id, amount):
     with conn.transaction():
         balance, version = 0, 0
-        for version, event_type, data in conn.execute(RAW_LOAD, [account_id]):
+        for version, event_type, data in conn.execute(RAW_LOAD, [account_id]):  # noqa: B007  the last version read is the one to follow
             if event_type == "Opened":
                 balance = data["initial_balance"]
             elif event_type in ("Deposited", "TransferReceived"):
@@ -44,7 +44,10 @@ def raw_deposit(conn, account_id, amount):
             elif event_type in ("Withdrawn", "TransferSent"):
                 balance -= data["amount"]
         metadata = json.dumps({"correlation_id": str(uuid.uuid4()), "source": "bench"})
-        conn.execute(RAW_INSERT, [account_id, "Deposited", json.dumps({"amount": amount, "source": "bench"}), metadata, version + 1])
+        conn.execute(
+            RAW_INSERT,
+            [account_id, "Deposited", json.dumps({"amount": amount, "source": "bench"}), metadata, version + 1],
+        )
     return balance + amount
 
 

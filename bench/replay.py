@@ -34,7 +34,13 @@ RAW_FOLD = "SELECT event_type, event_data FROM events WHERE aggregate_id = %s OR
 
 def make_history(conn, size: int) -> uuid.UUID:
     account_id = uuid.uuid4()
-    opened = {"account_id": str(account_id), "owner": "Bench", "currency": "EUR", "initial_balance": 0, "schema_version": 2}
+    opened = {
+        "account_id": str(account_id),
+        "owner": "Bench",
+        "currency": "EUR",
+        "initial_balance": 0,
+        "schema_version": 2,
+    }
     with conn.transaction():
         conn.execute(HISTORY, {"id": account_id, "opened": json.dumps(opened), "size": size})
     return account_id
@@ -73,14 +79,16 @@ def run(conninfo) -> bool:
     with_snapshot_ms = []
     for size in SIZES:
         account_id = make_history(raw, size)
-        raw_seconds, raw_balance = timed(lambda: raw_fold(raw, account_id))
-        full_seconds, account = timed(lambda: services.get_account(account_id), repeats=REPEATS)
+        raw_seconds, raw_balance = timed(lambda account_id=account_id: raw_fold(raw, account_id))
+        full_seconds, account = timed(lambda account_id=account_id: services.get_account(account_id), repeats=REPEATS)
         assert account.balance == raw_balance and account.version == size
 
         every = settings.EVENTSTORE_SNAPSHOT_EVERY
         at = services.get_account(account_id, version=size - size % every - every)
         snapshots.save(registry.aggregate(AGGREGATE_TYPE), at)
-        snap_seconds, snapped = timed(lambda: services.get_account(account_id), repeats=REPEATS * 4)
+        snap_seconds, snapped = timed(
+            lambda account_id=account_id: services.get_account(account_id), repeats=REPEATS * 4
+        )
         assert snapped == account
         Snapshot.objects.filter(aggregate_id=account_id).delete()
 

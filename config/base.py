@@ -28,7 +28,6 @@ SECRET_KEY = env("SECRET_KEY", default="django-insecure-local-development-only")
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
 
-
 def database(url: str) -> dict:
     """Django's settings for the PostgreSQL at `url`."""
     config = env.db_url_config(url)

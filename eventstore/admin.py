@@ -43,7 +43,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 def pretty(value):
-    return format_html("<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+    return format_html(
+        "<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    )
 
 
 class EventTypeFilter(admin.SimpleListFilter):
@@ -66,7 +68,17 @@ class EventAdmin(ReadOnlyAdmin):
     search_fields = ["aggregate_id"]  # handled by get_search_results: ids and correlation ids only
     search_help_text = "An aggregate (account) id or a correlation id."
     ordering = ["-id"]
-    fields = ["id", "aggregate_type", "aggregate", "version", "event_type", "created_at", "transaction_id", "data", "meta"]
+    fields = [
+        "id",
+        "aggregate_type",
+        "aggregate",
+        "version",
+        "event_type",
+        "created_at",
+        "transaction_id",
+        "data",
+        "meta",
+    ]
     readonly_fields = fields
 
     @admin.display(description="aggregate")

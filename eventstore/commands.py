@@ -31,7 +31,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from django.db import DatabaseError
 
 from eventstore import context, db, projections, registry, snapshots
-from eventstore.models import CommandLog
+from eventstore.models import MAX_KEY_LENGTH, CommandLog
 from eventstore.registry import Aggregate, S
 from eventstore.store import (
     ConcurrencyConflict,
@@ -53,7 +53,6 @@ from eventstore.store import (
 )
 
 MAX_ATTEMPTS = 5
-MAX_KEY_LENGTH = 100
 _LOCK_NOT_AVAILABLE, _QUERY_CANCELED, _UNIQUE_VIOLATION = "55P03", "57014", "23505"
 _COMMAND_LOG_KEY = "command_log_pkey"
 
@@ -102,7 +101,7 @@ class Unit:
         ids = [as_uuid(aggregate_id) for aggregate_id in aggregate_ids]
         # In lock-key order, so that two commands locking the same aggregates cannot deadlock.
         new = sorted(set(ids) - set(self._held), key=snapshots.lock_key)
-        for aggregate_id, (state, clock) in zip(new, snapshots.load_each(aggregate, new, lock=True)):
+        for aggregate_id, (state, clock) in zip(new, snapshots.load_each(aggregate, new, lock=True), strict=True):
             self._held[aggregate_id] = (aggregate, state)
             if clock is not None and (self._clock is None or clock > self._clock):
                 self._clock = clock
@@ -216,7 +215,9 @@ def _sqlstate(error: DatabaseError) -> str | None:
 def _timed_out(error: DatabaseError) -> bool:
     """A lock wait past lock_timeout, or a statement past statement_timeout (not a cancel by hand)."""
     sqlstate = _sqlstate(error)
-    return sqlstate == _LOCK_NOT_AVAILABLE or (sqlstate == _QUERY_CANCELED and "statement timeout" in str(error.__cause__))
+    return sqlstate == _LOCK_NOT_AVAILABLE or (
+        sqlstate == _QUERY_CANCELED and "statement timeout" in str(error.__cause__)
+    )
 
 
 def _key_taken(error: DatabaseError) -> bool:
@@ -260,7 +261,9 @@ def _recorded(key: str, command: str, digest: str) -> CommandLog | None:
 def _states(result: dict[str, Any]) -> list[Any]:
     """The states a recorded command left, loaded at the versions its result names."""
     if "aggregates" in result:
-        changed = [(aggregate_type, aggregate_id, version) for aggregate_type, aggregate_id, version in result["aggregates"]]
+        changed = [
+            (aggregate_type, aggregate_id, version) for aggregate_type, aggregate_id, version in result["aggregates"]
+        ]
     else:
         # Results recorded before the store kept the unit named ids and versions only.
         changed = [(_type_in_log(aggregate_id), aggregate_id, version) for aggregate_id, version in result["accounts"]]
@@ -272,7 +275,9 @@ def _states(result: dict[str, Any]) -> list[Any]:
 
 
 def _type_in_log(aggregate_id: str) -> str:
-    row = db.fetchone("SELECT aggregate_type FROM events WHERE aggregate_id = %s AND version = 1", [uuid.UUID(aggregate_id)])
+    row = db.fetchone(
+        "SELECT aggregate_type FROM events WHERE aggregate_id = %s AND version = 1", [uuid.UUID(aggregate_id)]
+    )
     if row is None:
         raise LookupError(f"the command log names aggregate {aggregate_id}, which has no events")
     return str(row[0])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import uuid
+from collections.abc import Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 KEYS = ("correlation_id", "causation_id", "actor_id", "actor", "client_address", "request_id")
 

@@ -109,7 +109,7 @@ def fetch_each(statements: Sequence[tuple[str, Params]], *, alias: str = PRIMARY
     with django_connection.wrap_database_errors:
         cursors = [psycopg.Cursor(django_connection.connection) for _ in statements]
         try:
-            for cursor, (sql, params) in zip(cursors, statements):
+            for cursor, (sql, params) in zip(cursors, statements, strict=True):
                 cursor.execute(sql, params)
             return [cursor.fetchall() for cursor in cursors]
         finally:

@@ -44,9 +44,7 @@ class Event(models.Model):
         default_permissions = ("view",)
         ordering = ["aggregate_id", "version"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["aggregate_id", "version"], name="events_aggregate_id_version_key"
-            ),
+            models.UniqueConstraint(fields=["aggregate_id", "version"], name="events_aggregate_id_version_key"),
         ]
         indexes = [
             models.Index(fields=["aggregate_id", "version"], name="idx_events_aggregate"),
@@ -91,6 +89,9 @@ class Snapshot(models.Model):
         return f"{self.aggregate_type} {self.aggregate_id} at v{self.version}"
 
 
+MAX_KEY_LENGTH = 100  # characters of an idempotency key, as the caller gives it (before the actor's prefix)
+
+
 class CommandLog(models.Model):
     """One row per command that carried an idempotency key, written in its transaction.
 
@@ -131,7 +132,7 @@ class ProjectionCheckpoint(models.Model):
     updated_at = models.DateTimeField(db_default=Now())
     # Where it stopped, why and since when; all NULL while it is not stopped.
     failed_event_id = models.BigIntegerField(null=True)
-    failure = models.TextField(null=True)
+    failure = models.TextField(null=True)  # noqa: DJ001  NULL is "not stopped"; "" would be a stop with no reason
     failed_at = models.DateTimeField(null=True)
 
     class Meta:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from collections.abc import Callable, Sequence
 
+import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
-import psycopg
 from psycopg import sql
 
 from eventstore.models import ProjectionCheckpoint
@@ -289,7 +289,9 @@ def rebuild(projection: Projection, *, progress: Progress | None = None, restart
             ProjectionCheckpoint.objects.filter(name=name).delete()
             for table, copy in shadow.items():
                 _execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_identifier(copy)))
-                _execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table)))
+                _execute(
+                    sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table))
+                )
             checkpoint(name)
         progress.total = progress.done + backlog(position_of(checkpoint(name)))[0]
     progress.report(progress)

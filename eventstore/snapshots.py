@@ -21,7 +21,6 @@ from eventstore.registry import Aggregate, S
 from eventstore.store import EventStore
 from eventstore.upcasting import upcasters
 
-
 logger = logging.getLogger(__name__)
 
 # Snapshots found unusable since the process started, by reason (see `load_with_snapshot`).
@@ -97,7 +96,7 @@ def load_each(
     schema = None if from_events_only else aggregate.state_schema
     statements = [(_LOAD, [i, schema, up_to, lock_key(i) if lock else None]) for i in aggregate_ids]
     results = db.fetch_each(statements, alias=alias)
-    return [_folded(aggregate, i, rows, up_to, alias) for i, rows in zip(aggregate_ids, results)]
+    return [_folded(aggregate, i, rows, up_to, alias) for i, rows in zip(aggregate_ids, results, strict=True)]
 
 
 def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, rows: list[tuple[Any, ...]], up_to: int,
@@ -130,7 +129,9 @@ def load_at(
         at_time = EventStore().version_at(aggregate_id, as_of)
         version = at_time if version is None else min(version, at_time)
     aggregate = registry.aggregate(aggregate_type)
-    return load(aggregate, aggregate_id, up_to_version=version, from_events_only=from_events_only, alias=db.reads()).state
+    return load(
+        aggregate, aggregate_id, up_to_version=version, from_events_only=from_events_only, alias=db.reads()
+    ).state
 
 
 def _restored(aggregate: Aggregate[S], aggregate_id: uuid.UUID, row: tuple[Any, ...]) -> S | None:

@@ -126,8 +126,7 @@ class RecordedEvent(NamedTuple):
 
 
 COLUMNS = (
-    "id, aggregate_id, aggregate_type, event_type, event_data, metadata, "
-    "version, created_at, transaction_id::text"
+    "id, aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, transaction_id::text"
 )
 
 _INSERT = (
@@ -182,7 +181,10 @@ def stream(start: Position = START, *, until: Position | None = None, horizon: b
         query += " LIMIT %s"
         params.append(limit)
     django_connection = db.wrapper(db.PRIMARY)
-    with django_connection.wrap_database_errors, psycopg.ServerCursor(django_connection.connection, "events_stream") as cursor:
+    with (
+        django_connection.wrap_database_errors,
+        psycopg.ServerCursor(django_connection.connection, "events_stream") as cursor,
+    ):
         # psycopg's own (C) timestamp loader: Django's wraps it in Python, a cost per row
         # that a rebuild of millions of events notices. Both give aware UTC datetimes.
         cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
@@ -265,18 +267,18 @@ class EventStore:
         """Store `events` as versions expected_version+1.. of the aggregate; return the new version.
 
         `created_at` is the events' time: a command gives the database's clock read
-        once it held the aggregate's lock (see snapshots.load_with_snapshot), so
+        once it held the aggregate's lock (see commands.Unit.load), so
         that it never comes before the aggregate's previous event; the guard
         refuses one that does, or one far from the database's clock.
 
         All or none, in one statement, inside the caller's transaction if there is
-        one (a failure then leaves that transaction to roll back). `metadata` is laid over the current metadata context (see context.py)
-        and stored with every event of the call. Raises InvalidAppend, before
-        anything reaches the database, when the call is malformed, and
-        ConcurrencyConflict when another writer got there first. Inside
-        db.deferred() the insert is held back and sent with the command's other
-        writes: a lost race then surfaces there, as an error that
-        `is_concurrency_conflict` recognises.
+        one (a failure then leaves that transaction to roll back). `metadata` is laid
+        over the current metadata context (see context.py) and stored with every
+        event of the call. Raises InvalidAppend, before anything reaches the
+        database, when the call is malformed, and ConcurrencyConflict when another
+        writer got there first. Inside a command the insert is held back and sent
+        with the command's other writes (see db.command_transaction): a lost race
+        then surfaces at COMMIT, as an error that `is_concurrency_conflict` recognises.
         """
         aggregate_id = as_uuid(aggregate_id)
         _check_name("aggregate type", aggregate_type)
@@ -302,7 +304,9 @@ class EventStore:
             db.write(insert_statement(len(events)), params)
         except DatabaseError as error:
             if is_concurrency_conflict(error):
-                raise ConcurrencyConflict(aggregate_id, expected_version, str(error.__cause__).splitlines()[0]) from error
+                raise ConcurrencyConflict(
+                    aggregate_id, expected_version, str(error.__cause__).splitlines()[0]
+                ) from error
             raise
         return expected_version + len(events)
 

@@ -5,7 +5,7 @@ event type registers one step per old version; reading applies the steps in turn
 until no step matches, so every reader (aggregates, projections) sees one shape.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 Step = Callable[[dict], dict]
 

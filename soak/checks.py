@@ -86,7 +86,9 @@ def check(totals, outcomes) -> int:
     invariant("money is conserved", [] if total == log.external else [f"balances {total} != {log.external}"])
     invariant("transfers net to zero", _unpaired(log.transfers))
     invariant("no balance below zero", [f"{a}: {b}" for a, b in balances.items() if b < 0])
-    invariant("an idempotency key stored at most one command", [key for key, causes in log.causes.items() if len(causes) > 1])
+    invariant(
+        "an idempotency key stored at most one command", [key for key, causes in log.causes.items() if len(causes) > 1]
+    )
 
     stored = log.per_key
     invariant("every command seen to succeed is in the log, once", [

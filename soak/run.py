@@ -20,9 +20,9 @@ READY_TIMEOUT = 120  # seconds for every spawned process to start; past it, one 
 
 def soak(options) -> int:
     with scratch_database(SOAK_DATABASE) as conninfo:
-        from accounts import services
-
         from django.db import connections
+
+        from accounts import services
 
         accounts = [str(services.open_account(owner=f"Soak {n}", initial_deposit=1_000_000).id)
                     for n in range(options.accounts)]  # fmt: skip
@@ -107,19 +107,35 @@ def _command(rng, services, pick):
     account, other = pick(), pick()
     roll = rng.random()
     if roll < 0.3:
-        return "deposit", lambda k: services.deposit(account_id=account, amount=amount, source="soak", idempotency_key=k), 1
+        return (
+            "deposit",
+            lambda k: services.deposit(account_id=account, amount=amount, source="soak", idempotency_key=k),
+            1,
+        )
     if roll < 0.55:
-        return "withdraw", lambda k: services.withdraw(account_id=account, amount=amount, reason="soak", idempotency_key=k), 1
+        return (
+            "withdraw",
+            lambda k: services.withdraw(account_id=account, amount=amount, reason="soak", idempotency_key=k),
+            1,
+        )
     if roll < 0.9:
-        return "transfer", lambda k: services.transfer(
-            from_account_id=account, to_account_id=other, amount=amount, reference="soak", idempotency_key=k
-        ), 2
+        return (
+            "transfer",
+            lambda k: services.transfer(
+                from_account_id=account, to_account_id=other, amount=amount, reference="soak", idempotency_key=k
+            ),
+            2,
+        )
     if roll < 0.92:
         return "freeze", lambda k: services.freeze(account_id=account, reason="soak", idempotency_key=k), 1
     if roll < 0.985:
         return "unfreeze", lambda k: services.unfreeze(account_id=account, reason="soak", idempotency_key=k), 1
     if roll < 0.995:
-        return "open_account", lambda k: services.open_account(owner="Soak late", initial_deposit=amount, idempotency_key=k), 1
+        return (
+            "open_account",
+            lambda k: services.open_account(owner="Soak late", initial_deposit=amount, idempotency_key=k),
+            1,
+        )
     return "close_account", lambda k: services.close_account(account_id=account, reason="soak", idempotency_key=k), 1
 
 

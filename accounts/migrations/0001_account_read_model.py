@@ -4,37 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('account_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('owner', models.CharField(max_length=200)),
-                ('currency', models.CharField(max_length=3)),
-                ('balance', models.BigIntegerField(help_text='In minor units of the currency (cents).')),
-                ('status', models.CharField(
-                    choices=[('active', 'Active'), ('frozen', 'Frozen'), ('closed', 'Closed')], max_length=10
-                )),
-                ('version', models.PositiveIntegerField()),
-                ('opened_at', models.DateTimeField()),
-                ('last_activity_at', models.DateTimeField()),
+                ("account_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("owner", models.CharField(max_length=200)),
+                ("currency", models.CharField(max_length=3)),
+                ("balance", models.BigIntegerField(help_text="In minor units of the currency (cents).")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("frozen", "Frozen"), ("closed", "Closed")], max_length=10
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("opened_at", models.DateTimeField()),
+                ("last_activity_at", models.DateTimeField()),
             ],
             options={
-                'db_table': 'account_read_model',
-                'ordering': ['-opened_at', 'account_id'],
-                'indexes': [
-                    models.Index(fields=['status', '-opened_at'], name='account_status_opened'),
-                    models.Index(fields=['owner'], name='account_owner'),
+                "db_table": "account_read_model",
+                "ordering": ["-opened_at", "account_id"],
+                "indexes": [
+                    models.Index(fields=["status", "-opened_at"], name="account_status_opened"),
+                    models.Index(fields=["owner"], name="account_owner"),
                 ],
-                'constraints': [
+                "constraints": [
                     models.CheckConstraint(
-                        condition=models.Q(('balance__gte', 0)), name='account_balance_not_negative'
+                        condition=models.Q(("balance__gte", 0)), name="account_balance_not_negative"
                     ),
                 ],
             },

@@ -4,25 +4,24 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_account_read_model'),
+        ("accounts", "0001_account_read_model"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='account',
+            name="account",
             options={
-                'default_permissions': ('view',),
-                'ordering': ['-opened_at', 'account_id'],
-                'permissions': [
-                    ('open_account', 'Can open accounts'),
-                    ('deposit', 'Can deposit'),
-                    ('withdraw', 'Can withdraw'),
-                    ('transfer', 'Can transfer between accounts'),
-                    ('freeze_account', 'Can freeze accounts'),
-                    ('unfreeze_account', 'Can unfreeze accounts'),
-                    ('close_account', 'Can close accounts'),
+                "default_permissions": ("view",),
+                "ordering": ["-opened_at", "account_id"],
+                "permissions": [
+                    ("open_account", "Can open accounts"),
+                    ("deposit", "Can deposit"),
+                    ("withdraw", "Can withdraw"),
+                    ("transfer", "Can transfer between accounts"),
+                    ("freeze_account", "Can freeze accounts"),
+                    ("unfreeze_account", "Can unfreeze accounts"),
+                    ("close_account", "Can close accounts"),
                 ],
             },
         ),

@@ -4,31 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_roles'),
+        ("accounts", "0003_roles"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DailyStatement',
+            name="DailyStatement",
             fields=[
-                ('pk', models.CompositePrimaryKey(
-                    'account_id', 'day', blank=True, editable=False, primary_key=True, serialize=False
-                )),
-                ('account_id', models.UUIDField()),
-                ('day', models.DateField(help_text='The day in UTC.')),
-                ('currency', models.CharField(max_length=3)),
-                ('opening_balance', models.BigIntegerField()),
-                ('credits', models.BigIntegerField(help_text='Money in that day, in minor units.')),
-                ('debits', models.BigIntegerField(help_text='Money out that day, in minor units.')),
-                ('closing_balance', models.BigIntegerField()),
-                ('event_count', models.PositiveIntegerField()),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "account_id", "day", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("account_id", models.UUIDField()),
+                ("day", models.DateField(help_text="The day in UTC.")),
+                ("currency", models.CharField(max_length=3)),
+                ("opening_balance", models.BigIntegerField()),
+                ("credits", models.BigIntegerField(help_text="Money in that day, in minor units.")),
+                ("debits", models.BigIntegerField(help_text="Money out that day, in minor units.")),
+                ("closing_balance", models.BigIntegerField()),
+                ("event_count", models.PositiveIntegerField()),
             ],
             options={
-                'db_table': 'account_daily_statement',
-                'ordering': ['account_id', 'day'],
-                'default_permissions': ('view',),
+                "db_table": "account_daily_statement",
+                "ordering": ["account_id", "day"],
+                "default_permissions": ("view",),
             },
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0004_daily_statement'),
+        ("accounts", "0004_daily_statement"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='dailystatement',
-            name='credits',
-            field=models.DecimalField(decimal_places=0, help_text='Money in that day, in minor units.', max_digits=30),
+            model_name="dailystatement",
+            name="credits",
+            field=models.DecimalField(decimal_places=0, help_text="Money in that day, in minor units.", max_digits=30),
         ),
         migrations.AlterField(
-            model_name='dailystatement',
-            name='debits',
-            field=models.DecimalField(decimal_places=0, help_text='Money out that day, in minor units.', max_digits=30),
+            model_name="dailystatement",
+            name="debits",
+            field=models.DecimalField(decimal_places=0, help_text="Money out that day, in minor units.", max_digits=30),
         ),
     ]

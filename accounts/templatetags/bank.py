@@ -35,7 +35,7 @@ def event_amount(event):
 
 @register.filter
 def direction(event):
-    """"credit", "debit", "open" or "status": how the event is marked."""
+    """ "credit", "debit", "open" or "status": how the event is marked."""
     return domain.direction(event.event_type)
 
 

@@ -5,39 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('eventstore', '0001_events'),
+        ("eventstore", "0001_events"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CommandLog',
+            name="CommandLog",
             fields=[
-                ('key', models.CharField(max_length=200, primary_key=True, serialize=False)),
-                ('command', models.CharField(max_length=100)),
-                ('arguments_hash', models.CharField(max_length=64)),
-                ('result', models.JSONField()),
-                ('recorded_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("key", models.CharField(max_length=200, primary_key=True, serialize=False)),
+                ("command", models.CharField(max_length=100)),
+                ("arguments_hash", models.CharField(max_length=64)),
+                ("result", models.JSONField()),
+                ("recorded_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
             options={
-                'verbose_name': 'command log entry',
-                'verbose_name_plural': 'command log',
-                'db_table': 'command_log',
+                "verbose_name": "command log entry",
+                "verbose_name_plural": "command log",
+                "db_table": "command_log",
             },
         ),
         migrations.CreateModel(
-            name='Snapshot',
+            name="Snapshot",
             fields=[
-                ('aggregate_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('aggregate_type', models.CharField(max_length=255)),
-                ('version', models.PositiveIntegerField()),
-                ('schema_version', models.PositiveIntegerField()),
-                ('state', models.JSONField()),
-                ('taken_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("aggregate_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("aggregate_type", models.CharField(max_length=255)),
+                ("version", models.PositiveIntegerField()),
+                ("schema_version", models.PositiveIntegerField()),
+                ("state", models.JSONField()),
+                ("taken_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
             options={
-                'db_table': 'snapshots',
+                "db_table": "snapshots",
             },
         ),
     ]

@@ -4,26 +4,25 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('eventstore', '0003_events_load'),
+        ("eventstore", "0003_events_load"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='commandlog',
+            name="commandlog",
             options={
-                'default_permissions': ('view',),
-                'verbose_name': 'command log entry',
-                'verbose_name_plural': 'command log',
+                "default_permissions": ("view",),
+                "verbose_name": "command log entry",
+                "verbose_name_plural": "command log",
             },
         ),
         migrations.AlterModelOptions(
-            name='event',
-            options={'default_permissions': ('view',), 'managed': False, 'ordering': ['aggregate_id', 'version']},
+            name="event",
+            options={"default_permissions": ("view",), "managed": False, "ordering": ["aggregate_id", "version"]},
         ),
         migrations.AlterModelOptions(
-            name='snapshot',
-            options={'default_permissions': ('view',)},
+            name="snapshot",
+            options={"default_permissions": ("view",)},
         ),
     ]

@@ -5,24 +5,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('eventstore', '0005_audit_indexes'),
+        ("eventstore", "0005_audit_indexes"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProjectionCheckpoint',
+            name="ProjectionCheckpoint",
             fields=[
-                ('name', models.CharField(max_length=100, primary_key=True, serialize=False)),
-                ('transaction_id', models.BigIntegerField(default=0)),
-                ('event_id', models.BigIntegerField(default=0)),
-                ('events_applied', models.BigIntegerField(default=0)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("name", models.CharField(max_length=100, primary_key=True, serialize=False)),
+                ("transaction_id", models.BigIntegerField(default=0)),
+                ("event_id", models.BigIntegerField(default=0)),
+                ("events_applied", models.BigIntegerField(default=0)),
+                ("updated_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
             options={
-                'db_table': 'projection_checkpoints',
-                'default_permissions': ('view',),
+                "db_table": "projection_checkpoints",
+                "default_permissions": ("view",),
             },
         ),
     ]

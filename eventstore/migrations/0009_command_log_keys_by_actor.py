@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('eventstore', '0008_seed_column_types'),
+        ("eventstore", "0008_seed_column_types"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='commandlog',
-            name='key',
+            model_name="commandlog",
+            name="key",
             field=models.CharField(max_length=300, primary_key=True, serialize=False),
         ),
     ]

@@ -11,7 +11,10 @@ from eventstore.models import MAX_VERSION
 
 
 class Command(BaseCommand):
-    help = "Replay one account from its events alone (never a snapshot) and print its state and history, now, as of a time, or at a version."
+    help = (
+        "Replay one account from its events alone (never a snapshot) and print its state and history, "
+        "now, as of a time, or at a version."
+    )
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         # Our --version is an account version; it replaces Django's "print Django's version".

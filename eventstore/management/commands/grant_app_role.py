@@ -45,7 +45,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("role", help="The database role the application (or the runner) connects as.")
         parser.add_argument("--runner", action="store_true", help="Grant the run_projections runner's privileges.")
-        parser.add_argument("--create", action="store_true", help="Create the role (LOGIN, no password) if it is missing.")
+        parser.add_argument(
+            "--create", action="store_true", help="Create the role (LOGIN, no password) if it is missing."
+        )
 
     def handle(self, *args, role, runner, create, **options):
         party = "runner" if runner else "application"
@@ -57,7 +59,9 @@ class Command(BaseCommand):
             if found:
                 cursor.execute(OWNED, [role])
                 if owned := cursor.fetchone():
-                    raise CommandError(f"{role} owns (or may act as the owner of) {owned[0]}; use a role that owns nothing.")
+                    raise CommandError(
+                        f"{role} owns (or may act as the owner of) {owned[0]}; use a role that owns nothing."
+                    )
             elif not create:
                 raise CommandError(f"there is no role {role}; create it, or pass --create.")
             cursor.execute(RELATIONS)
@@ -93,18 +97,24 @@ class Command(BaseCommand):
             )
         unknown = sorted(name for name in wanted if name not in relations)
         if unknown:
-            raise CommandError(f"the {party} role's list names {', '.join(unknown)}, not in schema public. Nothing was changed.")
+            raise CommandError(
+                f"the {party} role's list names {', '.join(unknown)}, not in schema public. Nothing was changed."
+            )
         statements = []
         for table, privileges in wanted.items():
             kind = sql.SQL("SEQUENCE" if relations[table] else "TABLE")
             for privilege in privileges:
                 match = PRIVILEGE.match(privilege)
                 if not match:
-                    raise CommandError(f"{party} role, {table}: {privilege!r} is not a privilege such as 'SELECT' or 'INSERT (a, b)'.")
+                    raise CommandError(
+                        f"{party} role, {table}: {privilege!r} is not a privilege such as 'SELECT' or 'INSERT (a, b)'."
+                    )
                 columns = sql.SQL("")
                 if match[2]:
                     columns = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, match[2].split(", "))))
                 statements.append(
-                    sql.SQL("GRANT {}{} ON {} {} TO {}").format(sql.SQL(match[1]), columns, kind, sql.Identifier(table), role)
+                    sql.SQL("GRANT {}{} ON {} {} TO {}").format(
+                        sql.SQL(match[1]), columns, kind, sql.Identifier(table), role
+                    )
                 )
         return statements

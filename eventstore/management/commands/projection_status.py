@@ -15,10 +15,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         now = timezone.now()
-        self.stdout.write(f"{'projection':<28} {'mode':<7} {'position':<24} {'applied':>10} {'behind':>10} {'lag s':>8}")
+        self.stdout.write(
+            f"{'projection':<28} {'mode':<7} {'position':<24} {'applied':>10} {'behind':>10} {'lag s':>8}"
+        )
         for projection in projections.registry.values():
             if projection.inline:
-                self.stdout.write(f"{projection.name:<28} {'inline':<7} {'(with every command)':<24} {'-':>10} {0:>10} {0:>8}")
+                self.stdout.write(
+                    f"{projection.name:<28} {'inline':<7} {'(with every command)':<24} {'-':>10} {0:>10} {0:>8}"
+                )
                 continue
             self._row(projection.name, "async", now)
         for row in projections.ProjectionCheckpoint.objects.filter(name__endswith="__rebuild"):
@@ -26,7 +30,9 @@ class Command(BaseCommand):
 
     def _row(self, name, mode, now):
         # Read only (a runner that never started has no row yet): the application's role may run this.
-        row = projections.ProjectionCheckpoint.objects.filter(name=name).first() or projections.ProjectionCheckpoint(name=name)
+        row = projections.ProjectionCheckpoint.objects.filter(name=name).first() or projections.ProjectionCheckpoint(
+            name=name
+        )
         behind, oldest = backlog(projections.position_of(row))
         lag = (now - oldest).total_seconds() if oldest else 0.0
         position = f"({row.transaction_id}, {row.event_id})"

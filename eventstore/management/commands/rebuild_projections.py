@@ -25,7 +25,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, names, all, restart, chunk, **options):
         if bool(names) == bool(all):
-            raise CommandError(f"name the projections to rebuild, or give --all ({', '.join(sorted(projections.registry))}).")
+            raise CommandError(
+                f"name the projections to rebuild, or give --all ({', '.join(sorted(projections.registry))})."
+            )
         if chunk < 1:
             raise CommandError("--chunk must be 1 or more.")
         try:
@@ -44,7 +46,9 @@ class Command(BaseCommand):
                 bar.update(progress.done - bar.n)
 
             try:
-                projections.rebuild(projection, progress=projections.Progress(report=report), restart=restart, chunk=chunk)
+                projections.rebuild(
+                    projection, progress=projections.Progress(report=report), restart=restart, chunk=chunk
+                )
             except projections.ProjectionStopped as stopped:
                 raise CommandError(f"{stopped} -- fix the projection or the event, then run again to resume") from None
         self.stdout.write(self.style.SUCCESS(f"{projection.name}: rebuilt and swapped in"))

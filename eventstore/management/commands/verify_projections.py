@@ -54,11 +54,13 @@ class Command(BaseCommand):
             rows += findings.total - len(stops)
             for stop in stops[:show]:
                 self.stdout.write(str(stop))
-            for drift in findings[len(stops):]:
+            for drift in findings[len(stops) :]:
                 what = "missing from the table" if drift.kind == "missing" else "in the table, not in replay"
                 self.stdout.write(f"{projection.name}: {drift.table}: {what}: {drift.row}")
             self.stdout.write(f"{projection.name}: {'DRIFT' if findings.total else 'ok'}")
-        found = [f"{counted(rows, 'row')} {'differs' if rows == 1 else 'differ'} from a replay of the log"] if rows else []
+        found = (
+            [f"{counted(rows, 'row')} {'differs' if rows == 1 else 'differ'} from a replay of the log"] if rows else []
+        )
         found += [f"{counted(events, 'event')} could not be applied"] if events else []
         if found:
             raise CommandError("; ".join(found) + ".", returncode=1)
