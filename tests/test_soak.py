@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from soak.checks import check
+from tests.factories import AccountFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def test_a_short_soak_under_faults_breaks_no_invariant():
     result, figures = run_soak("--seconds", "8", "--workers", "3", "--accounts", "20", "--seed", "11")
     assert result.returncode == 0, result.stdout + result.stderr
     assert figures["violations"] == 0
-    assert figures["attempted"] > 0 and figures["succeeded"] > 0 and figures["invariants checked"] == 10
+    assert figures["attempted"] > 0 and figures["succeeded"] > 0 and figures["invariants checked"] == 11
     assert "with 0 violations" in result.stdout
 
 
@@ -61,3 +62,13 @@ def test_a_soak_that_did_no_work_is_a_violation(totals, message, capsys):
 def test_a_soak_without_cold_accounts_is_refused_before_it_starts():
     result, _ = run_soak("--seconds", "1", "--accounts", "4", "--hot", "4")
     assert result.returncode == 2 and "--accounts > --hot" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_account_whose_events_break_a_rule_is_a_violation_not_a_crash(tamper, capsys):
+    account = AccountFactory(initial_deposit=100)
+    tamper(account.id, "Withdrawn", {"amount": 500, "reason": "planted", "schema_version": 2})
+    assert check(Counter({"attempted": 1, "succeeded": 1}), {}) >= 1
+    printed = capsys.readouterr().out
+    assert f"VIOLATION every account replays: Version 2 of account {account.id} (Withdrawn) cannot be read" in printed
+    assert "the balance would go below zero" in printed
