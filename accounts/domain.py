@@ -20,7 +20,7 @@ import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, Callable, ClassVar, Iterable  # noqa: UP035  test_domain.py allows typing, not collections.abc
 
 # ISO 4217 codes the bank handles, with their number of decimal places.
 CURRENCIES = {
@@ -95,7 +95,7 @@ class UnreadableEvent(DomainError):
     """A stored event the rules cannot fold (malformed, or breaking an invariant): the account
     cannot be trusted past it, so every command on it is refused until someone investigates."""
 
-    def __init__(self, account_id, version: int, event_type: str, reason: str):
+    def __init__(self, account_id: uuid.UUID, version: int, event_type: str, reason: str) -> None:
         self.account_id, self.version, self.event_type = account_id, version, event_type
         self.description = (
             f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}."
@@ -118,7 +118,7 @@ class Event:
     def event_type(self) -> str:
         return type(self).__name__
 
-    def to_data(self) -> dict:
+    def to_data(self) -> dict[str, Any]:
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["schema_version"] = self.schema
         return data
@@ -196,13 +196,13 @@ LABELS = {
 }  # fmt: skip
 
 
-def event_from_data(event_type: str, data: dict) -> Event:
+def event_from_data(event_type: str, data: dict[str, Any]) -> Event:
     """Build the domain event from a current-schema payload (upcast it first)."""
     cls = EVENT_TYPES[event_type]
     return cls(**{key: value for key, value in data.items() if key != "schema_version"})
 
 
-def decimal_string_to_minor_units(data: dict, field: str) -> dict:
+def decimal_string_to_minor_units(data: dict[str, Any], field: str) -> dict[str, Any]:
     """Upcaster for schema 1 payloads, which stored money as a decimal string.
 
     Schema 1 was the seed's: every account was in a two-decimal currency, so
@@ -216,7 +216,7 @@ def decimal_string_to_minor_units(data: dict, field: str) -> dict:
     return {**data, field: int(whole) * 100 + int(cents), "schema_version": 2}
 
 
-UPCASTERS = {
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("Opened", 1): lambda data: decimal_string_to_minor_units(data, "initial_balance"),
     ("Deposited", 1): lambda data: decimal_string_to_minor_units(data, "amount"),
     ("Withdrawn", 1): lambda data: decimal_string_to_minor_units(data, "amount"),
@@ -226,7 +226,7 @@ UPCASTERS = {
 # --- validation -----------------------------------------------------------------
 
 
-def check_amount(amount, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
+def check_amount(amount: object, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidAmount(f"The amount must be a whole number of minor units (cents), not {amount!r}.")
     if amount <= 0:
@@ -242,7 +242,7 @@ def check_amount(amount, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
 _SPOOFING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u2060\ufeff")
 
 
-def check_text(value, what: str, max_length: int = MAX_TEXT_LENGTH) -> str:
+def check_text(value: object, what: str, max_length: int = MAX_TEXT_LENGTH) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"A {what} is required.")
     value = value.strip()
@@ -261,13 +261,13 @@ def check_text(value, what: str, max_length: int = MAX_TEXT_LENGTH) -> str:
     return value
 
 
-def check_currency(currency) -> str:
+def check_currency(currency: object) -> str:
     if not isinstance(currency, str) or currency.upper() not in CURRENCIES:
         raise InvalidInput(f"{currency!r} is not a currency this bank handles ({', '.join(sorted(CURRENCIES))}).")
     return currency.upper()
 
 
-def check_account_id(account_id) -> uuid.UUID:
+def check_account_id(account_id: object) -> uuid.UUID:
     if isinstance(account_id, uuid.UUID):
         return account_id
     try:
@@ -276,7 +276,7 @@ def check_account_id(account_id) -> uuid.UUID:
         raise AccountNotFound(f"There is no account {str(account_id)[:64]!r}.") from None
 
 
-def _amount(value, *, zero: bool = False) -> int:
+def _amount(value: object, *, zero: bool = False) -> int:
     """A stored amount: whole minor units, above zero (or zero, for an opening balance)."""
     if type(value) is not int or value < (0 if zero else 1) or value > MAX_BALANCE:
         raise ValueError(f"the amount {value!r:.40} is not a whole number of minor units in range")
@@ -290,7 +290,7 @@ def _amount(value, *, zero: bool = False) -> int:
 # is taught here and to the projections that care about it, nowhere else.
 
 
-def amount(event_type: str, data: dict) -> int | None:
+def amount(event_type: str, data: dict[str, Any]) -> int | None:
     """The money the event moved, in minor units (the opening balance for Opened); None if it moves none.
 
     Raises KeyError, TypeError or ValueError for a payload that does not hold a valid amount.
@@ -302,7 +302,7 @@ def amount(event_type: str, data: dict) -> int | None:
     return None
 
 
-def money_effect(event_type: str, data: dict) -> int:
+def money_effect(event_type: str, data: dict[str, Any]) -> int:
     """What the event did to the balance: money in is positive, money out negative, 0 for none."""
     moved = amount(event_type, data) or 0
     return -moved if event_type in DEBITS else moved
@@ -313,7 +313,7 @@ def status_after(event_type: str) -> str | None:
     return _STATUS_AFTER.get(event_type)
 
 
-def counterparty(event_type: str, data: dict) -> uuid.UUID | None:
+def counterparty(event_type: str, data: dict[str, Any]) -> uuid.UUID | None:
     """The other account of a transfer; None for other events (or a payload that names none readable)."""
     field = _COUNTERPARTY.get(event_type)
     if field is None:
@@ -336,7 +336,7 @@ def direction(event_type: str) -> str:
     return "credit" if event_type in CREDITS else "debit" if event_type in DEBITS else "status"
 
 
-def stated_reason(data: dict, metadata: dict | None = None) -> str:
+def stated_reason(data: dict[str, Any], metadata: dict[str, Any] | None = None) -> str:
     """The reason, source or reference a member of staff gave for the event."""
     for source in (metadata or {}, data if isinstance(data, dict) else {}):
         for key in ("reason", "source", "reference"):
@@ -360,7 +360,15 @@ class BankAccount:
 
     __slots__ = ("id", "owner", "currency", "balance", "status", "version")
 
-    def __init__(self, id, owner="", currency="", balance=0, status=ACTIVE, version=0):
+    def __init__(
+        self,
+        id: uuid.UUID | str,
+        owner: str = "",
+        currency: str = "",
+        balance: int = 0,
+        status: str = ACTIVE,
+        version: int = 0,
+    ) -> None:
         self.id = id if isinstance(id, uuid.UUID) else uuid.UUID(str(id))
         self.owner = owner
         self.currency = currency
@@ -372,10 +380,10 @@ class BankAccount:
     def is_frozen(self) -> bool:
         return self.status == FROZEN
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, BankAccount) and self.to_snapshot() == other.to_snapshot()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"BankAccount({self.id}, owner={self.owner!r}, {self.balance} {self.currency}, "
             f"{self.status}, v{self.version})"
@@ -384,7 +392,9 @@ class BankAccount:
     # replay
 
     @classmethod
-    def from_events(cls, account_id, events, start: BankAccount | None = None) -> BankAccount:
+    def from_events(
+        cls, account_id: uuid.UUID, events: Iterable[tuple[str, dict[str, Any]]], start: BankAccount | None = None
+    ) -> BankAccount:
         """Fold `events`, given as (event_type, current-schema payload) pairs, onto `start`.
 
         Raises UnreadableEvent, naming the version, for an event that is malformed or
@@ -407,7 +417,7 @@ class BankAccount:
         """The state after the events a command just decided."""
         return BankAccount.from_events(self.id, [(e.event_type, e.to_data()) for e in events], start=self)
 
-    def _apply(self, event_type: str, data: dict) -> None:
+    def _apply(self, event_type: str, data: dict[str, Any]) -> None:
         # Payloads, not event objects, and no helper calls: replaying a long history
         # stays a cheap loop. It reads payloads as `amount` and `status_after` do.
         self.version += 1
@@ -433,7 +443,7 @@ class BankAccount:
 
     # snapshots
 
-    def to_snapshot(self) -> dict:
+    def to_snapshot(self) -> dict[str, str | int]:
         return {
             "id": str(self.id),
             "owner": self.owner,
@@ -444,7 +454,7 @@ class BankAccount:
         }
 
     @classmethod
-    def from_snapshot(cls, state: dict) -> BankAccount:
+    def from_snapshot(cls, state: dict[str, Any]) -> BankAccount:
         """The account a snapshot describes; ValueError when its state is not an account's shape."""
         account = cls(**state)
         fields = (account.owner, account.currency, account.balance, account.status, account.version)
@@ -461,7 +471,14 @@ class BankAccount:
         return self.version > 0
 
     @staticmethod
-    def open(account_id, *, owner, currency, initial_deposit, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
+    def open(
+        account_id: uuid.UUID | str,
+        *,
+        owner: str,
+        currency: str,
+        initial_deposit: int,
+        ceiling: int = DEFAULT_AMOUNT_CEILING,
+    ) -> list[Event]:
         owner = check_text(owner, "owner name", MAX_OWNER_LENGTH)
         currency = check_currency(currency)
         if isinstance(initial_deposit, bool) or not isinstance(initial_deposit, int) or initial_deposit < 0:
@@ -492,19 +509,19 @@ class BankAccount:
                 f"(minor units of {self.currency})."
             )
 
-    def deposit(self, *, amount, source, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
+    def deposit(self, *, amount: int, source: str, ceiling: int = DEFAULT_AMOUNT_CEILING) -> list[Event]:
         amount, source = check_amount(amount, ceiling), check_text(source, "source")
         self._require_active()
         self._require_room(amount)
         return [Deposited(amount, source)]
 
-    def withdraw(self, *, amount, reason, ceiling=DEFAULT_AMOUNT_CEILING) -> list[Event]:
+    def withdraw(self, *, amount: int, reason: str, ceiling: int = DEFAULT_AMOUNT_CEILING) -> list[Event]:
         amount, reason = check_amount(amount, ceiling), check_text(reason, "reason")
         self._require_active()
         self._require_funds(amount)
         return [Withdrawn(amount, reason)]
 
-    def freeze(self, *, reason) -> list[Event]:
+    def freeze(self, *, reason: str) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
             raise AccountClosed(f"Account {self.id} is closed.")
@@ -512,7 +529,7 @@ class BankAccount:
             raise AccountFrozen(f"Account {self.id} is already frozen.")
         return [Frozen(reason)]
 
-    def unfreeze(self, *, reason) -> list[Event]:
+    def unfreeze(self, *, reason: str) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
             raise AccountClosed(f"Account {self.id} is closed.")
@@ -520,7 +537,7 @@ class BankAccount:
             raise AccountNotFrozen(f"Account {self.id} is not frozen.")
         return [Unfrozen(reason)]
 
-    def close(self, *, reason) -> list[Event]:
+    def close(self, *, reason: str) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
             raise AccountClosed(f"Account {self.id} is already closed.")
@@ -533,7 +550,13 @@ class BankAccount:
 
 
 def transfer(
-    source: BankAccount, target: BankAccount, *, transfer_id, amount, reference, ceiling=DEFAULT_AMOUNT_CEILING
+    source: BankAccount,
+    target: BankAccount,
+    *,
+    transfer_id: uuid.UUID | str,
+    amount: int,
+    reference: str,
+    ceiling: int = DEFAULT_AMOUNT_CEILING,
 ) -> tuple[list[Event], list[Event]]:
     """Decide a transfer: the events for the paying account and for the receiving one."""
     amount, reference = check_amount(amount, ceiling), check_text(reference, "reference")

@@ -17,6 +17,7 @@ import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from psycopg import sql
 
@@ -68,9 +69,10 @@ class AccountProjection(Projection):
     inline = True
     description = "one row per account: owner, currency, balance, status, version (inline)"
 
-    def apply(self, events, tables):
+    def apply(self, events: Sequence[EventRecord], tables: dict[str, str]) -> None:
         table = tables["account_read_model"]
-        opened, changed = [], []
+        opened: list[tuple[Any, ...]] = []
+        changed: list[tuple[Any, ...]] = []
         for account_id, account_events in _by_account(events).items():
             first, last = account_events[0], account_events[-1]
             if first.version == 1:
@@ -106,7 +108,7 @@ class DailyStatementProjection(Projection):
         "closing_balance = EXCLUDED.closing_balance, event_count = EXCLUDED.event_count"
     )
 
-    def apply(self, events, tables):
+    def apply(self, events: Sequence[EventRecord], tables: dict[str, str]) -> None:
         table = sql.Identifier(tables["account_daily_statement"])
         grouped = _by_account(events)
         latest_rows = db.fetchall(
@@ -119,28 +121,29 @@ class DailyStatementProjection(Projection):
             [list(grouped)],
         )
         latest = {row[0]: list(row) for row in latest_rows}
-        rows = []
+        rows: list[list[Any]] = []
         for account_id, account_events in grouped.items():
-            current, dirty = latest.get(account_id), False
+            current = latest.get(account_id)
+            dirty: list[Any] | None = None  # the row these events changed last, still to write
             for event in account_events:
                 # A later version may carry an earlier created_at (its transaction
                 # began first and waited for the account): a statement never goes back a day.
                 day = max(event.created_at.date(), current[1]) if current else event.created_at.date()
                 if current is None or current[1] != day:
                     if dirty:
-                        rows.append(current)
+                        rows.append(dirty)
                     closing = current[6] if current else 0
                     current = [account_id, day, current[2] if current else "", closing, 0, 0, closing, 0]
                 _add(current, event)
-                dirty = True
+                dirty = current
             if dirty:
-                rows.append(current)
+                rows.append(dirty)
         if rows:
             statement = _statement(self._UPSERT, tables["account_daily_statement"], len(rows), _EIGHT_VALUES)
             db.write(statement, [v for row in rows for v in row])
 
 
-def _add(row: list, event: EventRecord) -> None:
+def _add(row: list[Any], event: EventRecord) -> None:
     """Fold one event into a statement row: [id, day, currency, opening, credits, debits, closing, count]."""
     if event.event_type == "Opened":
         row[2] = event.data["currency"]

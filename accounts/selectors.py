@@ -8,11 +8,13 @@ continue before), so the thousandth page costs what the first does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 
 from accounts.domain import BankAccount, money_effect
 from accounts.models import Account, DailyStatement
@@ -22,14 +24,17 @@ PAGE_SIZE = 25
 CHART_EVENTS = 200
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class Page:
-    items: list
+class Page(Generic[T]):
+    items: list[T]
     has_next: bool
-    next_cursor: Any = None
+    next_cursor: int | None = None  # the page number, version or event id to continue from
 
 
-def _page(rows: list, size: int, cursor_of) -> Page:
+def _page(rows: list[T], size: int, cursor_of: Callable[[T], int]) -> Page[T]:
     has_next = len(rows) > size
     rows = rows[:size]
     return Page(rows, has_next, cursor_of(rows[-1]) if has_next and rows else None)
@@ -42,7 +47,7 @@ def status_counts() -> dict[str, int]:
     return dict(Account.objects.order_by().values_list("status").annotate(n=Count("account_id")))
 
 
-def totals_by_currency() -> list[dict]:
+def totals_by_currency() -> list[dict[str, Any]]:
     return list(
         Account.objects.order_by("currency")
         .values("currency")
@@ -50,7 +55,7 @@ def totals_by_currency() -> list[dict]:
     )
 
 
-def accounts_by_id(account_ids) -> dict[uuid.UUID, Account]:
+def accounts_by_id(account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Account]:
     """Read-model rows for the accounts a list of events mentions (owner, currency)."""
     return {row.account_id: row for row in Account.objects.filter(account_id__in=set(account_ids))}
 
@@ -62,7 +67,7 @@ def latest_events(limit: int = 15) -> list[Event]:
 # --- accounts ---------------------------------------------------------------------
 
 
-def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: int = PAGE_SIZE) -> Page:
+def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: int = PAGE_SIZE) -> Page[Account]:
     accounts = Account.objects.all()
     query = query.strip()
     if query:
@@ -79,8 +84,8 @@ def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: i
 # --- one account ------------------------------------------------------------------
 
 
-def account_history(account_id, *, up_to_version: int | None = None, before_version: int | None = None,
-                    size: int = PAGE_SIZE) -> Page:  # fmt: skip
+def account_history(account_id: uuid.UUID, *, up_to_version: int | None = None, before_version: int | None = None,
+                    size: int = PAGE_SIZE) -> Page[Event]:  # fmt: skip
     """The account's events, newest first, one page before `before_version`."""
     events = Event.objects.filter(aggregate_id=account_id).order_by("-version")
     if up_to_version is not None:
@@ -117,7 +122,9 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     return points
 
 
-def events_between(account_id, after_version: int, up_to_version: int, *, limit: int | None = None) -> list[Event]:
+def events_between(
+    account_id: uuid.UUID, after_version: int, up_to_version: int, *, limit: int | None = None
+) -> list[Event]:
     """The account's events after one version up to another, oldest first; at most `limit` of them."""
     events = Event.objects.filter(aggregate_id=account_id, version__gt=after_version, version__lte=up_to_version)
     return list(events.order_by("version")[:limit])
@@ -136,7 +143,7 @@ class AuditFilters:
     until: datetime | None = None
 
 
-def audit_events(filters: AuditFilters):
+def audit_events(filters: AuditFilters) -> QuerySet[Event]:
     """Every event matching the filters, newest first (a queryset, for pages and CSV)."""
     events = Event.objects.order_by("-id")
     if filters.event_type:
@@ -154,7 +161,7 @@ def audit_events(filters: AuditFilters):
     return events
 
 
-def audit_page(filters: AuditFilters, *, before_id: int | None = None, size: int = PAGE_SIZE * 2) -> Page:
+def audit_page(filters: AuditFilters, *, before_id: int | None = None, size: int = PAGE_SIZE * 2) -> Page[Event]:
     events = audit_events(filters)
     if before_id is not None:
         events = events.filter(id__lt=before_id)
@@ -169,13 +176,14 @@ class Statement:
     month: date
     days: list[DailyStatement]
     opening_balance: int | None
-    credits: int
-    debits: int
+    # Summed from the NUMERIC turnover columns: a whole Decimal, or 0 for a month without rows.
+    credits: Decimal | int
+    debits: Decimal | int
     closing_balance: int | None
     applied_at: datetime | None  # when the statement projection last applied events
 
 
-def month_statement(account_id, month: date) -> Statement:
+def month_statement(account_id: uuid.UUID, month: date) -> Statement:
     """The account's daily statement rows for one calendar month (UTC), with totals."""
     following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
     days = list(DailyStatement.objects.filter(account_id=account_id, day__gte=month, day__lt=following).order_by("day"))

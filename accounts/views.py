@@ -390,7 +390,9 @@ def statement_csv(request, account_id):
     form = MonthForm(request.GET)
     if not form.is_valid():
         return HttpResponseBadRequest(
-            " ".join(form.errors["month"]) + " Nothing was exported.", content_type="text/plain; charset=utf-8"
+            # An ErrorList yields its messages as text (the stubs allow ValidationErrors too).
+            " ".join(map(str, form.errors["month"])) + " Nothing was exported.",
+            content_type="text/plain; charset=utf-8",
         )
     month = form.cleaned_data["month"] or _this_month()
     statement = selectors.month_statement(account.id, month)

@@ -4,45 +4,60 @@ History is never edited here: no add, change or delete. The lists never count
 a million rows: the paginator counts at most CAP rows, and filters use indexes.
 """
 
+from __future__ import annotations
+
 import json
 import uuid
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from eventstore import registry
 from eventstore.models import CommandLog, Event, Snapshot
 
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's Paginator and ModelAdmin take no type arguments at runtime.
+    _Paginator = Paginator[Model]
+    _ModelAdmin = admin.ModelAdmin[Model]
+else:
+    _Paginator, _ModelAdmin = Paginator, admin.ModelAdmin
 
-class CappedPaginator(Paginator):
+
+class CappedPaginator(_Paginator):
     """Counts at most CAP rows (SELECT count(*) FROM (... LIMIT CAP)): pages past it are not offered."""
 
     CAP = 10_000
 
     @cached_property
-    def count(self):
-        return self.object_list[: self.CAP].count()
+    def count(self) -> int:
+        # The stubs allow any sliceable list; the admin's change list always hands over a queryset.
+        rows = cast(QuerySet[Model], self.object_list)
+        return rows[: self.CAP].count()
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(_ModelAdmin):
     paginator = CappedPaginator
     show_full_result_count = False
     list_per_page = 50
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
-def pretty(value):
+def pretty(value: object) -> SafeString:
     return format_html(
         "<pre style='white-space: pre-wrap'>{}</pre>", json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
     )
@@ -54,10 +69,10 @@ class EventTypeFilter(admin.SimpleListFilter):
     title = "event type"
     parameter_name = "event_type"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [(name, name) for name in sorted(registry.event_types())]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> QuerySet[Event]:
         return queryset.filter(event_type=self.value()) if self.value() else queryset
 
 
@@ -68,7 +83,7 @@ class EventAdmin(ReadOnlyAdmin):
     search_fields = ["aggregate_id"]  # handled by get_search_results: ids and correlation ids only
     search_help_text = "An aggregate (account) id or a correlation id."
     ordering = ["-id"]
-    fields = [
+    fields = (
         "id",
         "aggregate_type",
         "aggregate",
@@ -78,11 +93,11 @@ class EventAdmin(ReadOnlyAdmin):
         "transaction_id",
         "data",
         "meta",
-    ]
+    )
     readonly_fields = fields
 
     @admin.display(description="aggregate")
-    def aggregate(self, event):
+    def aggregate(self, event: Event) -> str:
         url_name = registry.aggregate_url(event.aggregate_type)
         try:
             url = reverse(url_name, args=[event.aggregate_id]) if url_name else None
@@ -91,18 +106,21 @@ class EventAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}">{}</a>', url, event.aggregate_id) if url else str(event.aggregate_id)
 
     @admin.display(description="actor")
-    def actor(self, event):
-        return (event.metadata or {}).get("actor", "")
+    def actor(self, event: Event) -> str:
+        actor: str = (event.metadata or {}).get("actor", "")
+        return actor
 
     @admin.display(description="event data")
-    def data(self, event):
+    def data(self, event: Event) -> SafeString:
         return pretty(event.event_data)
 
     @admin.display(description="metadata")
-    def meta(self, event):
+    def meta(self, event: Event) -> SafeString:
         return pretty(event.metadata)
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Event], search_term: str
+    ) -> tuple[QuerySet[Event], bool]:
         """Exact matches on indexed columns, never a LIKE over every row."""
         term = search_term.strip()
         if not term:
@@ -118,11 +136,11 @@ class EventAdmin(ReadOnlyAdmin):
 class SnapshotAdmin(ReadOnlyAdmin):
     list_display = ["aggregate_id", "aggregate_type", "version", "schema_version", "taken_at"]
     search_fields = ["=aggregate_id"]
-    fields = ["aggregate_id", "aggregate_type", "version", "schema_version", "taken_at", "pretty_state"]
+    fields = ("aggregate_id", "aggregate_type", "version", "schema_version", "taken_at", "pretty_state")
     readonly_fields = fields
 
     @admin.display(description="state")
-    def pretty_state(self, snapshot):
+    def pretty_state(self, snapshot: Snapshot) -> SafeString:
         return pretty(snapshot.state)
 
 
@@ -131,9 +149,9 @@ class CommandLogAdmin(ReadOnlyAdmin):
     list_display = ["key", "command", "recorded_at"]
     search_fields = ["=key"]
     ordering = ["-recorded_at"]
-    fields = ["key", "command", "arguments_hash", "recorded_at", "pretty_result"]
+    fields = ("key", "command", "arguments_hash", "recorded_at", "pretty_result")
     readonly_fields = fields
 
     @admin.display(description="result")
-    def pretty_result(self, entry):
+    def pretty_result(self, entry: CommandLog) -> SafeString:
         return pretty(entry.result)

@@ -31,7 +31,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,7 +167,7 @@ def _now() -> datetime:
 class IdempotencyKeyReused(Exception):
     """The key already names a command with other arguments."""
 
-    def __init__(self, command: str):
+    def __init__(self, command: str) -> None:
         super().__init__(
             f"This idempotency key was already used for a different {command} request (a form submitted "
             "before with other values); nothing was done. Open the form again to submit a new one."
@@ -193,7 +193,7 @@ _outcome: contextvars.ContextVar[Outcome | None] = contextvars.ContextVar("comma
 
 
 @contextmanager
-def outcome():
+def outcome() -> Iterator[Outcome]:
     """`with outcome() as seen: service(...)`; then `seen.replayed` tells a repeat from a first run."""
     seen = Outcome()
     token = _outcome.set(seen)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.http import HttpRequest, HttpResponseBase
 
 KEYS = ("correlation_id", "causation_id", "actor_id", "actor", "client_address", "request_id")
 
@@ -29,7 +33,7 @@ def current() -> dict[str, Any]:
 
 
 @contextmanager
-def metadata_context(**values):
+def metadata_context(**values: Any) -> Iterator[None]:
     """Lay `values` over the metadata in force for the code inside the block."""
     unknown = set(values) - set(KEYS)
     if unknown:
@@ -53,18 +57,19 @@ class EventMetadataMiddleware:
     X-Request-ID header so staff can quote it when reporting a problem.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
-        request_id = request.request_id = str(uuid.uuid4())
-        user = getattr(request, "user", None)
-        authenticated = user is not None and user.is_authenticated
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request_id = str(uuid.uuid4())
+        request.request_id = request_id  # type: ignore[attr-defined]  # our own attribute: no stub can declare it
+        user: AbstractBaseUser | AnonymousUser | None = getattr(request, "user", None)
+        signed_in = user if user is not None and user.is_authenticated else None
         with metadata_context(
             request_id=request_id,
             correlation_id=request_id,
-            actor_id=user.pk if authenticated else None,
-            actor=user.get_username() if authenticated else "anonymous",
+            actor_id=signed_in.pk if signed_in is not None else None,
+            actor=signed_in.get_username() if signed_in is not None else "anonymous",
             client_address=request.META.get("REMOTE_ADDR"),
         ):
             response = self.get_response(request)

@@ -5,8 +5,13 @@ selectors and tests read the very table the migration made, constraints included
 Writes go through eventstore.store.EventStore only.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 from django.utils.functional import cached_property
 
@@ -14,16 +19,22 @@ from eventstore.upcasting import upcasters
 
 MAX_VERSION = 2**31 - 1  # events.version is a PostgreSQL integer
 
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's Field takes no type arguments at runtime.
+    _IntField = models.Field[int, int]
+else:
+    _IntField = models.Field
 
-class TransactionIdField(models.Field):
+
+class TransactionIdField(_IntField):
     """PostgreSQL's xid8: the writing transaction, half of the commit-safe position."""
 
     description = "PostgreSQL 64-bit transaction id (xid8)"
 
-    def db_type(self, connection):
+    def db_type(self, connection: BaseDatabaseWrapper) -> str:
         return "xid8"
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: str | int | None, expression: object, connection: BaseDatabaseWrapper) -> int | None:
         return None if value is None else int(value)
 
 
@@ -54,11 +65,11 @@ class Event(models.Model):
             models.Index(fields=["created_at"], name="idx_events_created"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.event_type} v{self.version} of {self.aggregate_type} {self.aggregate_id}"
 
     @cached_property
-    def data(self):
+    def data(self) -> dict[str, Any]:
         """The payload in its event type's current schema: upcast on read, never rewritten.
 
         Read payloads through this (or StoredEvent.data), never `event_data`: an old
@@ -85,7 +96,7 @@ class Snapshot(models.Model):
         db_table = "snapshots"
         default_permissions = ("view",)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.aggregate_type} {self.aggregate_id} at v{self.version}"
 
 
@@ -113,7 +124,7 @@ class CommandLog(models.Model):
         verbose_name = "command log entry"
         verbose_name_plural = "command log"
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.command} {self.key}"
 
 
@@ -139,5 +150,5 @@ class ProjectionCheckpoint(models.Model):
         db_table = "projection_checkpoints"
         default_permissions = ("view",)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} at ({self.transaction_id}, {self.event_id})"

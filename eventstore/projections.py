@@ -17,16 +17,21 @@ log into temporary tables and compares them with the live ones.
 from __future__ import annotations
 
 import re
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypedDict, Unpack
 
 import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import sql
 
+from eventstore.db import Params
 from eventstore.models import ProjectionCheckpoint
 from eventstore.store import START, Position, RecordedEvent, StoredEvent, backlog, stream
 
@@ -52,7 +57,7 @@ def _caused_by_the_event(error: Exception) -> bool:
 class ProjectionStopped(Exception):
     """`projection` cannot apply an event: it stops before it until the code or the event is fixed."""
 
-    def __init__(self, projection: str, event: StoredEvent, error: Exception):
+    def __init__(self, projection: str, event: StoredEvent, error: Exception) -> None:
         self.projection, self.event_id, self.aggregate_id = projection, event.id, event.aggregate_id
         self.version, self.event_type = event.version, event.event_type
         lines = str(error).strip().splitlines()
@@ -99,7 +104,7 @@ def register(projection: Projection) -> Projection:
     return projection
 
 
-def named(names) -> list[Projection]:
+def named(names: Sequence[str]) -> list[Projection]:
     """The registered projections called `names` (all of them for an empty list)."""
     unknown = [name for name in names if name not in registry]
     if unknown:
@@ -107,7 +112,7 @@ def named(names) -> list[Projection]:
     return [registry[name] for name in names] if names else list(registry.values())
 
 
-def asynchronous(names=()) -> list[Projection]:
+def asynchronous(names: Sequence[str] = ()) -> list[Projection]:
     return [projection for projection in named(names) if not projection.inline]
 
 
@@ -141,6 +146,7 @@ def position_of(row: ProjectionCheckpoint) -> Position:
 
 def _record_stop(row: ProjectionCheckpoint, stopped: ProjectionStopped | None) -> None:
     """Record where the projection stopped (since when, if it already had), or clear it once it went on."""
+    fields: dict[str, int | str | datetime | None]
     if stopped is None:
         fields = {"failed_event_id": None, "failure": None, "failed_at": None}
     else:
@@ -149,7 +155,17 @@ def _record_stop(row: ProjectionCheckpoint, stopped: ProjectionStopped | None) -
     ProjectionCheckpoint.objects.filter(name=row.name).update(**fields)
 
 
-def _apply_all(projection, tables, after: Position, *, skip=frozenset(), **stream_options) -> tuple[Position, int]:
+class _StreamOptions(TypedDict, total=False):
+    """What `_apply_all` passes on to `stream`."""
+
+    until: Position | None
+    horizon: bool
+    limit: int | None
+
+
+def _apply_all(projection: Projection, tables: dict[str, str], after: Position, *,
+               skip: AbstractSet[uuid.UUID] = frozenset(),
+               **stream_options: Unpack[_StreamOptions]) -> tuple[Position, int]:  # fmt: skip
     """Apply the events after `after` (but those of the aggregates in `skip`); return where it got and how many.
 
     At an event the projection cannot apply, raises ProjectionStopped, the events before it applied.
@@ -174,7 +190,7 @@ def _apply_all(projection, tables, after: Position, *, skip=frozenset(), **strea
     return position, applied
 
 
-def _apply_batch(projection, events: list[StoredEvent], tables) -> None:
+def _apply_batch(projection: Projection, events: list[StoredEvent], tables: dict[str, str]) -> None:
     if _error(projection, events, tables) is None:
         return
     # One at a time, to find the event: projections fold from the rows already
@@ -184,7 +200,7 @@ def _apply_batch(projection, events: list[StoredEvent], tables) -> None:
             raise ProjectionStopped(projection.name, event, error) from error
 
 
-def _error(projection, events, tables) -> Exception | None:
+def _error(projection: Projection, events: list[StoredEvent], tables: dict[str, str]) -> Exception | None:
     """Apply `events` in a savepoint: None, or the error an event caused (and nothing written)."""
     try:
         with transaction.atomic():
@@ -208,6 +224,7 @@ def _step(projection: Projection, name: str, tables: dict[str, str], *, limit: i
         try:
             position, applied = _apply_all(projection, tables, position_of(row), limit=limit)
         except ProjectionStopped as error:
+            assert error.position is not None  # _apply_all sets it before the stop leaves it
             stopped, position, applied = error, error.position, error.applied
         if applied:
             _advance(row, position, applied)
@@ -237,7 +254,8 @@ def try_lock_runner(name: str) -> bool:
     """Take the session-level lock that makes this process the projection's only runner."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, lock_key(name)])
-        return cursor.fetchone()[0]
+        locked: bool = cursor.fetchone()[0]
+        return locked
 
 
 def unlock_runner(name: str) -> None:
@@ -252,7 +270,7 @@ def _identifier(name: str) -> sql.Identifier:
     return sql.Identifier(name)
 
 
-def _execute(statement, params=()) -> None:
+def _execute(statement: str | sql.Composable, params: Params = ()) -> None:
     if isinstance(statement, sql.Composable):
         statement = statement.as_string(connection.connection)
     with connection.cursor() as cursor:
@@ -360,10 +378,15 @@ SELECT a.attname, CASE WHEN acl.grantee <> 0 THEN pg_get_userbyid(acl.grantee) E
 """
 
 
-def _grants(table: str) -> list[tuple]:
+# A row of _GRANTS: column (None: the table), grantee (None: PUBLIC), privilege, grantable.
+_Grant = tuple[str | None, str | None, str, bool]
+
+
+def _grants(table: str) -> list[_Grant]:
     with connection.cursor() as cursor:
         cursor.execute(_GRANTS, {"table": table})
-        return cursor.fetchall()
+        grants: list[_Grant] = cursor.fetchall()
+        return grants
 
 
 def _grantee(name: str | None) -> sql.Composable:
@@ -406,10 +429,10 @@ def _replace_table(table: str, copy: str) -> None:
 class Drift:
     table: str
     kind: str  # "missing" (replay has it, the table not), "unexpected" (the reverse)
-    row: tuple
+    row: tuple[Any, ...]
 
 
-class Findings(list):
+class Findings(list[ProjectionStopped | Drift]):
     """What verify found: every event replay could not apply (ProjectionStopped), then
     examples of the rows that differ (Drift). `total` counts both, every differing row included."""
 
@@ -446,13 +469,13 @@ def verify(projection: Projection, *, limit: int = 100) -> Findings:
     return findings
 
 
-def _differing(left: str, right: str, limit: int) -> tuple[int, list[tuple]]:
+def _differing(left: str, right: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
     """How many rows of `left` are not in `right` (counted apart, so that showing none still finds them all),
     and at most `limit` of them."""
     differ = sql.SQL("SELECT * FROM {} EXCEPT SELECT * FROM {}").format(_identifier(left), _identifier(right))
     with connection.cursor() as cursor:
         cursor.execute(sql.SQL("SELECT count(*) FROM ({}) differ").format(differ).as_string(connection.connection))
-        count = cursor.fetchone()[0]
+        count: int = cursor.fetchone()[0]
         if not (count and limit):
             return count, []
         cursor.execute(sql.SQL("{} LIMIT %s").format(differ).as_string(connection.connection), [limit])
@@ -470,5 +493,6 @@ def _replay(projection: Projection, tables: dict[str, str], until: Position | No
             _apply_all(projection, tables, after, skip=skip, horizon=False, until=until)
             return stops
         except ProjectionStopped as stopped:
+            assert stopped.position is not None  # _apply_all sets it before the stop leaves it
             stops.append(stopped)
             after = stopped.position

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +34,7 @@ MAX_NAME_LENGTH = 255
 class ConcurrencyConflict(Exception):
     """Another writer appended to the aggregate first; reload and decide again."""
 
-    def __init__(self, aggregate_id, expected_version, detail=""):
+    def __init__(self, aggregate_id: uuid.UUID | None, expected_version: int | None, detail: str = "") -> None:
         self.aggregate_id = aggregate_id
         self.expected_version = expected_version
         if aggregate_id is None:
@@ -54,7 +54,7 @@ _appends: contextvars.ContextVar[list[tuple[uuid.UUID, int]] | None] = contextva
 
 
 @contextmanager
-def recording_appends():
+def recording_appends() -> Iterator[list[tuple[uuid.UUID, int]]]:
     """Collect (aggregate id, expected version) of every append made inside the block."""
     appends: list[tuple[uuid.UUID, int]] = []
     token = _appends.set(appends)
@@ -166,7 +166,7 @@ FETCH = 2_000  # rows per fetch from the stream's server-side cursor
 
 
 def stream(start: Position = START, *, until: Position | None = None, horizon: bool = True,
-           limit: int | None = None) -> Iterator[list[StoredEvent]]:  # fmt: skip
+           limit: int | None = None) -> Generator[list[StoredEvent], None, None]:  # fmt: skip
     """The log after `start` in commit-safe global order, in batches, on the primary.
 
     The one reader of the whole log: projections, their rebuild and verification,
@@ -200,7 +200,7 @@ def backlog(position: Position) -> tuple[int, datetime | None]:
     return count, oldest
 
 
-def row_to_event(row) -> StoredEvent:
+def row_to_event(row: tuple[Any, ...]) -> StoredEvent:
     # Django's connections hand jsonb over as text so that JSONField decodes it.
     return StoredEvent(
         id=row[0],
@@ -215,7 +215,7 @@ def row_to_event(row) -> StoredEvent:
     )
 
 
-def as_uuid(aggregate_id) -> uuid.UUID:
+def as_uuid(aggregate_id: object) -> uuid.UUID:
     if isinstance(aggregate_id, uuid.UUID):
         return aggregate_id
     try:
@@ -224,13 +224,13 @@ def as_uuid(aggregate_id) -> uuid.UUID:
         raise InvalidAppend(f"aggregate id {aggregate_id!r} is not a UUID") from None
 
 
-def _check_name(what: str, value) -> str:
+def _check_name(what: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME_LENGTH:
         raise InvalidAppend(f"{what} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, got {value!r}")
     return value
 
 
-def _to_json(what: str, value) -> str:
+def _to_json(what: str, value: object) -> str:
     if not isinstance(value, dict):
         raise InvalidAppend(f"{what} must be a JSON object (dict), got {type(value).__name__}")
     try:
@@ -257,7 +257,7 @@ class EventStore:
 
     def append(
         self,
-        aggregate_id,
+        aggregate_id: uuid.UUID | str,
         aggregate_type: str,
         expected_version: int,
         events: Sequence[NewEvent],

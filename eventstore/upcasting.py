@@ -6,12 +6,13 @@ until no step matches, so every reader (aggregates, projections) sees one shape.
 """
 
 from collections.abc import Callable
+from typing import Any
 
-Step = Callable[[dict], dict]
+Step = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class Upcasters:
-    def __init__(self):
+    def __init__(self) -> None:
         self._steps: dict[tuple[str, int], Step] = {}
 
     def register(self, event_type: str, from_schema: int, step: Step) -> None:
@@ -21,7 +22,7 @@ class Upcasters:
             raise ValueError(f"an upcaster for {event_type} schema {from_schema} is already registered")
         self._steps[key] = step
 
-    def upcast(self, event_type: str, data: dict) -> dict:
+    def upcast(self, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data, dict):
             return data  # not a payload any step knows; its reader decides what to make of it
         schema = data.get("schema_version", 1)

@@ -16,9 +16,10 @@ table it replaces.
 """
 
 import re
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from psycopg import sql
 
@@ -42,14 +43,14 @@ class Command(BaseCommand):
         "table by table as config/grants.py lists them, after revoking everything else. Run after every migrate."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("role", help="The database role the application (or the runner) connects as.")
         parser.add_argument("--runner", action="store_true", help="Grant the run_projections runner's privileges.")
         parser.add_argument(
             "--create", action="store_true", help="Create the role (LOGIN, no password) if it is missing."
         )
 
-    def handle(self, *args, role, runner, create, **options):
+    def handle(self, *args: Any, role: str, runner: bool, create: bool, **options: Any) -> None:
         party = "runner" if runner else "application"
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role])
@@ -100,7 +101,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"the {party} role's list names {', '.join(unknown)}, not in schema public. Nothing was changed."
             )
-        statements = []
+        statements: list[sql.Composed] = []
         for table, privileges in wanted.items():
             kind = sql.SQL("SEQUENCE" if relations[table] else "TABLE")
             for privilege in privileges:
@@ -109,7 +110,7 @@ class Command(BaseCommand):
                     raise CommandError(
                         f"{party} role, {table}: {privilege!r} is not a privilege such as 'SELECT' or 'INSERT (a, b)'."
                     )
-                columns = sql.SQL("")
+                columns: sql.Composable = sql.SQL("")
                 if match[2]:
                     columns = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, match[2].split(", "))))
                 statements.append(

@@ -1,8 +1,9 @@
 """rebuild_projections: rebuild read models from the log while the bank keeps working."""
 
 import sys
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from eventstore import projections
@@ -17,13 +18,13 @@ class Command(BaseCommand):
         "an event it cannot apply, once the projection or the event is fixed."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("names", nargs="*", help="Projections to rebuild.")
         parser.add_argument("--all", action="store_true", help="Rebuild every projection.")
         parser.add_argument("--restart", action="store_true", help="Throw away an interrupted rebuild and start over.")
         parser.add_argument("--chunk", type=int, default=projections.CHUNK, help="Events per committed step.")
 
-    def handle(self, *args, names, all, restart, chunk, **options):
+    def handle(self, *args: Any, names: list[str], all: bool, restart: bool, chunk: int, **options: Any) -> None:
         if bool(names) == bool(all):
             raise CommandError(
                 f"name the projections to rebuild, or give --all ({', '.join(sorted(projections.registry))})."
@@ -38,10 +39,10 @@ class Command(BaseCommand):
             for projection in chosen:
                 self._rebuild(projection, restart, chunk)
 
-    def _rebuild(self, projection, restart, chunk):
+    def _rebuild(self, projection: projections.Projection, restart: bool, chunk: int) -> None:
         with tqdm(desc=projection.name, unit=" events", unit_scale=True, file=sys.stderr) as bar:
 
-            def report(progress):
+            def report(progress: projections.Progress) -> None:
                 bar.total = progress.total
                 bar.update(progress.done - bar.n)
 

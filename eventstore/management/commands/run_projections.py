@@ -2,9 +2,11 @@
 
 import signal
 import sys
+from types import FrameType
+from typing import Any
 
 import psycopg
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventstore import db, projections
 from eventstore.context import metadata_context, system_actor
@@ -22,13 +24,13 @@ class Command(BaseCommand):
         "Stops cleanly on SIGINT or SIGTERM, after the batch in hand."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("names", nargs="*", help="Projections to run (default: every asynchronous one).")
         parser.add_argument("--batch", type=int, default=projections.CHUNK, help="Events per transaction.")
         parser.add_argument("--poll", type=float, default=1.0, help="Seconds between checks without a notification.")
         parser.add_argument("--once", action="store_true", help="Catch up once and exit (for cron and scripts).")
 
-    def handle(self, *args, names, batch, poll, once, **options):
+    def handle(self, *args: Any, names: list[str], batch: int, poll: float, once: bool, **options: Any) -> None:
         if batch < 1 or poll <= 0:
             raise CommandError("--batch must be 1 or more and --poll above 0.")
         try:
@@ -43,11 +45,13 @@ class Command(BaseCommand):
         with metadata_context(actor=system_actor("run_projections")):
             self._run(wanted, batch, poll, once)
 
-    def _stop(self, signum, frame):
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def _run(self, wanted, batch, poll, once):
-        owned, told, stopped = [], set(), []
+    def _run(self, wanted: list[projections.Projection], batch: int, poll: float, once: bool) -> None:
+        owned: list[projections.Projection] = []
+        told: set[str] = set()
+        stopped: list[projections.Projection] = []
         listener = psycopg.connect(**db.conninfo(), autocommit=True)
         try:
             listener.execute("LISTEN events_appended")
@@ -85,7 +89,7 @@ class Command(BaseCommand):
             listener.close()
         self.stdout.write("stopped")
 
-    def _catch_up(self, projection, batch):
+    def _catch_up(self, projection: projections.Projection, batch: int) -> None:
         applied = batch
         while applied == batch and not self.stopping:
             applied = projections.catch_up(projection, limit=batch)

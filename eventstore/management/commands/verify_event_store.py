@@ -2,9 +2,10 @@
 
 import itertools
 import json
+from typing import Any
 
 import psycopg
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
 from eventstore import registry
@@ -58,13 +59,13 @@ class Command(BaseCommand):
         "replay of the events up to its version. Exits 1 on any finding."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--show", type=example_count, default=20,
             help=f"At most this many examples per check, 0 to {MAX_SHOWN}; all are counted.",
         )  # fmt: skip
 
-    def handle(self, *args, show, **options):
+    def handle(self, *args: Any, show: int, **options: Any) -> None:
         lines = self._guards()
         found = len(lines)
         with connection.cursor() as cursor:
@@ -105,7 +106,7 @@ class Command(BaseCommand):
         A snapshot is a cache anyone holding the application's role can write;
         one of an older state schema is ignored by every load, so it is skipped here.
         """
-        problems = []
+        problems: list[str] = []
         connection.ensure_connection()
         with transaction.atomic(), psycopg.ServerCursor(connection.connection, "verify_snapshots") as cursor:
             cursor.itersize = 2_000

@@ -1,8 +1,9 @@
 """verify_projections: replay the log and compare every read-model row with it."""
 
 import argparse
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventstore import projections
 
@@ -34,14 +35,14 @@ class Command(BaseCommand):
         "what replay gives. Prints each event replay cannot apply and each difference; exits 1 on any."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("names", nargs="*", help="Projections to verify (default: all).")
         parser.add_argument(
             "--show", type=example_count, default=50,
             help=f"At most this many examples of each kind per table, 0 to {MAX_SHOWN}; all are counted.",
         )  # fmt: skip
 
-    def handle(self, *args, names, show, **options):
+    def handle(self, *args: Any, names: list[str], show: int, **options: Any) -> None:
         try:
             chosen = projections.named(names)
         except KeyError as error:
@@ -50,11 +51,12 @@ class Command(BaseCommand):
         for projection in chosen:
             findings = projections.verify(projection, limit=show)
             stops = [finding for finding in findings if isinstance(finding, projections.ProjectionStopped)]
+            drifts = [finding for finding in findings if isinstance(finding, projections.Drift)]
             events += len(stops)
             rows += findings.total - len(stops)
             for stop in stops[:show]:
                 self.stdout.write(str(stop))
-            for drift in findings[len(stops) :]:
+            for drift in drifts:
                 what = "missing from the table" if drift.kind == "missing" else "in the table, not in replay"
                 self.stdout.write(f"{projection.name}: {drift.table}: {what}: {drift.row}")
             self.stdout.write(f"{projection.name}: {'DRIFT' if findings.total else 'ok'}")
