@@ -293,8 +293,11 @@ def _amount(value: object, *, zero: bool = False) -> int:
 def amount(event_type: str, data: dict[str, Any]) -> int | None:
     """The money the event moved, in minor units (the opening balance for Opened); None if it moves none.
 
-    Raises KeyError, TypeError or ValueError for a payload that does not hold a valid amount.
+    Raises KeyError, TypeError or ValueError for a payload that does not hold a valid
+    amount, or for an event type that is not an account's.
     """
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"{event_type} is not a bank account event")
     if event_type == "Opened":
         return _amount(data["initial_balance"], zero=True)
     if event_type in CREDITS or event_type in DEBITS:

@@ -83,6 +83,8 @@ class AccountProjection(Projection):
                 continue
             effect, status = 0, None
             for event in account_events:
+                if event.event_type == "Opened":
+                    raise ValueError(f"an account opens only once, at version 1, not at version {event.version}")
                 effect += money_effect(event.event_type, event.data)
                 status = status_after(event.event_type) or status
             changed.append((account_id, effect, status, first.version, last.version, last.created_at))

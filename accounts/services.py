@@ -17,6 +17,9 @@ from django.conf import settings
 
 from accounts.domain import (
     AGGREGATE_TYPE,
+    EVENT_TYPES,
+    STATE_SCHEMA,
+    UPCASTERS,
     AccountBusy,
     AccountNotFound,
     BankAccount,
@@ -26,14 +29,27 @@ from accounts.domain import (
     check_account_id,
 )
 from accounts.domain import transfer as decide_transfer
-from eventstore import commands, registry, snapshots
+from eventstore import commands, snapshots
 from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, Unit
 
 # What pages need of the store, they take from here: whether a command was answered
 # from the command log (`with outcome() as seen`), and the race that outlasted every retry.
-from eventstore.commands import outcome as outcome  # noqa: E402
+from eventstore.commands import outcome as outcome
 from eventstore.models import MAX_VERSION
-from eventstore.store import ConcurrencyConflict as ConcurrencyConflict  # noqa: E402
+from eventstore.registry import Aggregate
+from eventstore.store import ConcurrencyConflict as ConcurrencyConflict
+
+# The bank account, as the store knows it (registered in AccountsConfig.ready).
+ACCOUNT: Aggregate[BankAccount] = Aggregate(
+    type=AGGREGATE_TYPE,
+    event_types=frozenset(EVENT_TYPES),
+    fold=BankAccount.from_events,
+    to_snapshot=BankAccount.to_snapshot,
+    from_snapshot=BankAccount.from_snapshot,
+    state_schema=STATE_SCHEMA,  # a snapshot every EVENTSTORE_SNAPSHOT_EVERY events
+    upcasters=UPCASTERS,
+    url_name="accounts:detail",
+)
 
 
 def _ceiling() -> int:
@@ -65,7 +81,7 @@ def get_account(
         raise InvalidInput(f"A version must be a whole number from 0 to {MAX_VERSION}, not {version!r}.")
     moment = None if as_of is None else _in_utc(as_of)
     account: BankAccount = snapshots.load_at(
-        AGGREGATE_TYPE, account_id, version=version, as_of=moment, from_events_only=from_events_only
+        ACCOUNT, account_id, version=version, as_of=moment, from_events_only=from_events_only
     )
     return account if account.exists else None
 
@@ -114,7 +130,7 @@ def _run(command: str, arguments: dict[str, Any], idempotency_key: str | None,
 
 def _existing(unit: Unit, *account_ids: uuid.UUID) -> list[BankAccount]:
     """The accounts, locked for the command; AccountNotFound for one that was never opened."""
-    accounts: list[BankAccount] = unit.load(AGGREGATE_TYPE, *account_ids)
+    accounts: list[BankAccount] = unit.load(ACCOUNT, *account_ids)
     for account in accounts:
         if not account.exists:
             raise AccountNotFound(f"There is no account {account.id}.")
@@ -134,7 +150,7 @@ def open_account(*, owner: str, initial_deposit: int, currency: str | None = Non
     )
 
     def handle(unit: Unit) -> None:
-        unit.record(unit.new(AGGREGATE_TYPE, account_id), events, _why(idempotency_key))
+        unit.record(unit.new(ACCOUNT, account_id), events, _why(idempotency_key))
 
     arguments = {"owner": owner, "initial_deposit": initial_deposit, "currency": currency}
     (account,) = _run("open_account", arguments, idempotency_key, handle)
@@ -219,5 +235,5 @@ def take_snapshot(account_id: uuid.UUID | str) -> BankAccount:
     account = get_account(account_id, from_events_only=True)
     if account is None:
         raise AccountNotFound(f"There is no account {account_id}.")
-    snapshots.save(registry.aggregate(AGGREGATE_TYPE), account, replace=True)
+    snapshots.save(ACCOUNT, account, replace=True)
     return account

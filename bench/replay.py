@@ -70,8 +70,7 @@ def run(conninfo) -> bool:
     from django.conf import settings
 
     from accounts import services
-    from accounts.domain import AGGREGATE_TYPE
-    from eventstore import registry, snapshots
+    from eventstore import snapshots
     from eventstore.models import Snapshot
 
     raw = psycopg.connect(**conninfo, autocommit=True)
@@ -85,7 +84,7 @@ def run(conninfo) -> bool:
 
         every = settings.EVENTSTORE_SNAPSHOT_EVERY
         at = services.get_account(account_id, version=size - size % every - every)
-        snapshots.save(registry.aggregate(AGGREGATE_TYPE), at)
+        snapshots.save(services.ACCOUNT, at)
         snap_seconds, snapped = timed(
             lambda account_id=account_id: services.get_account(account_id), repeats=REPEATS * 4
         )

@@ -91,13 +91,14 @@ class Unit:
         self._changes: list[_Change] = []
         self._clock: datetime | None = None
 
-    def load(self, aggregate_type: str, *aggregate_ids: uuid.UUID | str) -> list[Any]:
+    def load(self, aggregate: Aggregate[S], *aggregate_ids: uuid.UUID | str) -> list[S]:
         """The aggregates as they stand, each locked until the command ends, in the order asked.
 
         An aggregate with no events comes back at version 0; whether that is an
-        error is the handler's to say.
+        error is the handler's to say. Locks are taken in `lock_key` order within
+        one call: a handler that needs several aggregates loads them in one call.
         """
-        aggregate = registry.aggregate(aggregate_type)
+        registry.check_registered(aggregate)
         ids = [as_uuid(aggregate_id) for aggregate_id in aggregate_ids]
         # In lock-key order, so that two commands locking the same aggregates cannot deadlock.
         new = sorted(set(ids) - set(self._held), key=snapshots.lock_key)
@@ -107,9 +108,9 @@ class Unit:
                 self._clock = clock
         return [self._held[aggregate_id][1] for aggregate_id in ids]
 
-    def new(self, aggregate_type: str, aggregate_id: uuid.UUID | str) -> Any:
+    def new(self, aggregate: Aggregate[S], aggregate_id: uuid.UUID | str) -> S:
         """A new aggregate this command starts (version 0): its id must be fresh, or the append conflicts."""
-        aggregate = registry.aggregate(aggregate_type)
+        registry.check_registered(aggregate)
         state = aggregate.new(as_uuid(aggregate_id))
         self._held[state.id] = (aggregate, state)
         return state
@@ -118,9 +119,13 @@ class Unit:
         """Append `events` to the aggregate `state` is (as this unit holds it); return its state after them.
 
         `metadata` is stored with each of the events, over the metadata context.
+        An aggregate's events are recorded in one call: they are appended by one
+        statement, whose guard must see each version before the next.
         """
         if state.id not in self._held or self._held[state.id][1] is not state:
             raise ValueError(f"record onto the state of {state.id} this unit loaded (or made), as it holds it now")
+        if any(change.before.id == state.id for change in self._changes):
+            raise ValueError(f"{state.id} already has events recorded in this command: record them all in one call")
         aggregate = self._held[state.id][0]
         pairs = [(event.event_type, event.to_data()) for event in events]
         after: S = aggregate.fold(state.id, pairs, state)
@@ -268,8 +273,8 @@ def _states(result: dict[str, Any]) -> list[Any]:
         # Results recorded before the store kept the unit named ids and versions only.
         changed = [(_type_in_log(aggregate_id), aggregate_id, version) for aggregate_id, version in result["accounts"]]
     return [
-        snapshots.load(registry.aggregate(aggregate_type), uuid.UUID(aggregate_id), up_to_version=version,
-                       alias=db.reads()).state
+        # On the primary, where the command ran: a replica may not have replayed it yet.
+        snapshots.load(registry.aggregate(aggregate_type), uuid.UUID(aggregate_id), up_to_version=version).state
         for aggregate_type, aggregate_id, version in changed
     ]  # fmt: skip
 

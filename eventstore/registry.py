@@ -75,6 +75,15 @@ def aggregate(aggregate_type: str) -> Aggregate[Any]:
         raise LookupError(f"no aggregate type {aggregate_type!r} is registered") from None
 
 
+def check_registered(known: Aggregate[Any]) -> None:
+    """Refuse an aggregate that is not the one registered under its type: the command log names
+    aggregates by type, and loading a recorded result goes through the registry."""
+    if aggregates.get(known.type) is not known:
+        raise LookupError(
+            f"the aggregate type {known.type!r} is not registered (register_aggregate, in AppConfig.ready)"
+        )
+
+
 def event_types() -> set[str]:
     """Every event type a registered aggregate writes."""
     return {event_type for known in aggregates.values() for event_type in known.event_types}

@@ -16,14 +16,14 @@ from typing import Any, Generic, NamedTuple
 
 from django.conf import settings
 
-from eventstore import db, registry
+from eventstore import db
 from eventstore.registry import Aggregate, S
 from eventstore.store import EventStore
 from eventstore.upcasting import upcasters
 
 logger = logging.getLogger(__name__)
 
-# Snapshots found unusable since the process started, by reason (see `load_with_snapshot`).
+# Snapshots found unusable since the process started, by reason (see `load`).
 ignored: Counter[str] = Counter()
 
 
@@ -114,13 +114,13 @@ def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, rows: list[tuple[A
 
 
 def load_at(
-    aggregate_type: str,
+    aggregate: Aggregate[S],
     aggregate_id: uuid.UUID,
     *,
     version: int | None = None,
     as_of: datetime | None = None,
     from_events_only: bool = False,
-) -> Any:
+) -> S:
     """The aggregate as it stood at `version`, or at the moment `as_of` (whichever came first), or now.
 
     For the pages: read where db.reads() says, never locked.
@@ -128,10 +128,8 @@ def load_at(
     if as_of is not None:
         at_time = EventStore().version_at(aggregate_id, as_of)
         version = at_time if version is None else min(version, at_time)
-    aggregate = registry.aggregate(aggregate_type)
-    return load(
-        aggregate, aggregate_id, up_to_version=version, from_events_only=from_events_only, alias=db.reads()
-    ).state
+    loaded = load(aggregate, aggregate_id, up_to_version=version, from_events_only=from_events_only, alias=db.reads())
+    return loaded.state
 
 
 def _restored(aggregate: Aggregate[S], aggregate_id: uuid.UUID, row: tuple[Any, ...]) -> S | None:

@@ -47,7 +47,7 @@ class ConcurrencyConflict(Exception):
 
 
 # The appends of the command being run, so that a conflict found only when its
-# held-back writes reach the database (see db.deferred) can still name them.
+# held-back writes reach the database (at COMMIT, see db.command_transaction) can still name them.
 _appends: contextvars.ContextVar[list[tuple[uuid.UUID, int]] | None] = contextvars.ContextVar(
     "appends_in_command", default=None
 )

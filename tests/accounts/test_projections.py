@@ -50,7 +50,9 @@ def settle(timeout=60):
     deadline = time.monotonic() + timeout
     with connection.cursor() as cursor:
         while True:
-            cursor.execute("SELECT NOT EXISTS (SELECT FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))")
+            cursor.execute(
+                "SELECT NOT EXISTS (SELECT FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))"
+            )
             if cursor.fetchone()[0]:
                 return
             assert time.monotonic() < deadline, "a transaction on the server held the runners back"
@@ -105,7 +107,13 @@ def test_every_command_leaves_the_account_row_as_replay_makes_it_dated_by_its_ev
     for each in (account, other):
         replayed = services.get_account(each.id, from_events_only=True)
         history = store.load(each.id)
-        assert row_of(each.id) == (replayed.owner, replayed.currency, replayed.balance, replayed.status, replayed.version)
+        assert row_of(each.id) == (
+            replayed.owner,
+            replayed.currency,
+            replayed.balance,
+            replayed.status,
+            replayed.version,
+        )
         row = Account.objects.get(account_id=each.id)
         assert (row.opened_at, row.last_activity_at) == (history[0].created_at, history[-1].created_at)
     assert row_of(account.id)[2:] == (0, "closed", 7)
@@ -118,9 +126,36 @@ def test_a_row_the_log_moved_past_outside_the_command_unit_is_left_as_it_was_nev
     services.deposit(account_id=account.id, amount=7, source="cash")
     assert row_of(account.id)[2:] == (100, "active", 1)
     drift = projections.verify(account_projection)
-    assert {(d.kind, d.row[0], d.row[3]) for d in drift} == {("missing", account.id, 112), ("unexpected", account.id, 100)}
+    assert {(d.kind, d.row[0], d.row[3]) for d in drift} == {
+        ("missing", account.id, 112),
+        ("unexpected", account.id, 100),
+    }
     projections.rebuild(account_projection)
     assert row_of(account.id)[2:] == (112, "active", 3)
+
+
+@pytest.mark.parametrize(
+    "event_type, data, reason",
+    [
+        ("Opened", {"account_id": "x", "owner": "Eve", "currency": "EUR", "initial_balance": 9, "schema_version": 2},
+         "ValueError: an account opens only once, at version 1, not at version 2"),
+        ("Renamed", {"owner": "Eve"}, "ValueError: Renamed is not a bank account event"),
+    ],
+)  # fmt: skip
+def test_the_account_row_refuses_what_the_fold_refuses_even_in_a_later_batch(tamper, event_type, data, reason):
+    account = AccountFactory(initial_deposit=100)
+    tamper(account.id, event_type, data)
+    opening, bad = store.load(account.id)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE accounts_copy (LIKE account_read_model INCLUDING ALL)")
+    try:
+        account_projection.apply([opening], {"account_read_model": "accounts_copy"})
+        with pytest.raises(ValueError) as refused:  # version 2 in a batch of its own, as a rebuild may give it
+            account_projection.apply([bad], {"account_read_model": "accounts_copy"})
+        assert f"{type(refused.value).__name__}: {refused.value}".startswith(reason)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE accounts_copy")
 
 
 def test_catch_up_applies_each_event_once_and_remembers_where_it_stopped():

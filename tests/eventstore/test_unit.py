@@ -69,7 +69,9 @@ class TallyTotals(projections.Projection):
     def apply(self, events, tables):
         for event in events:
             (stored,) = db.fetchone("SELECT count(*) FROM events WHERE aggregate_id = %s", [event.aggregate_id])
-            row = db.fetchone(f"SELECT total FROM {tables['test_tally_totals']} WHERE tally_id = %s", [event.aggregate_id])
+            row = db.fetchone(
+                f"SELECT total FROM {tables['test_tally_totals']} WHERE tally_id = %s", [event.aggregate_id]
+            )
             total = (row[0] if row else 0) + event.data["by"]
             db.write(
                 f"INSERT INTO {tables['test_tally_totals']} (tally_id, total, version, events_seen) "
@@ -79,6 +81,18 @@ class TallyTotals(projections.Projection):
             )
 
 
+TALLY_AGGREGATE = registry.Aggregate(
+    type=TALLY,
+    event_types=frozenset({"Counted"}),
+    fold=fold,
+    to_snapshot=lambda tally: {"id": str(tally.id), "total": tally.total, "version": tally.version},
+    from_snapshot=lambda state: Tally(uuid.UUID(state["id"]), int(state["total"]), int(state["version"])),
+    state_schema=1,
+    snapshot_every=2,
+    upcasters={("Counted", 1): lambda data: {"by": int(data["by"]), "schema_version": 2}},
+)
+
+
 @pytest.fixture
 def tally(monkeypatch):
     """The tally registered for one test (and its table made inside the test's transaction)."""
@@ -86,26 +100,16 @@ def tally(monkeypatch):
         cursor.execute(
             "CREATE TABLE test_tally_totals (tally_id uuid PRIMARY KEY, total bigint, version int, events_seen int)"
         )
-    aggregate = registry.Aggregate(
-        type=TALLY,
-        event_types=frozenset({"Counted"}),
-        fold=fold,
-        to_snapshot=lambda tally: {"id": str(tally.id), "total": tally.total, "version": tally.version},
-        from_snapshot=lambda state: Tally(uuid.UUID(state["id"]), int(state["total"]), int(state["version"])),
-        state_schema=1,
-        snapshot_every=2,
-        upcasters={("Counted", 1): lambda data: {"by": int(data["by"]), "schema_version": 2}},
-    )
-    registry.register_aggregate(aggregate)
+    registry.register_aggregate(TALLY_AGGREGATE)
     monkeypatch.setitem(projections.registry, "tally_totals", TallyTotals())
-    yield aggregate
+    yield TALLY_AGGREGATE
     del registry.aggregates[TALLY]
     del upcasters._steps[("Counted", 1)]
 
 
 def add(tally_id, by, *, key=None, new=False):
     def handle(unit: Unit) -> None:
-        (state,) = [unit.new(TALLY, tally_id)] if new else unit.load(TALLY, tally_id)
+        (state,) = [unit.new(TALLY_AGGREGATE, tally_id)] if new else unit.load(TALLY_AGGREGATE, tally_id)
         unit.record(state, count(state, by))
 
     return run_command("count", arguments={"tally": str(tally_id), "by": by}, idempotency_key=key, handle=handle)
@@ -130,8 +134,8 @@ def test_a_registered_aggregate_runs_commands_with_its_inline_projection_and_sna
     snapshot = Snapshot.objects.get(aggregate_id=tally_id)
     assert (snapshot.aggregate_type, snapshot.version, snapshot.schema_version) == (TALLY, 2, 1)
     assert snapshot.state == {"id": str(tally_id), "total": 8, "version": 2}
-    assert snapshots.load_at(TALLY, tally_id) == after
-    assert snapshots.load_at(TALLY, tally_id, version=1) == Tally(tally_id, 5, 1)
+    assert snapshots.load_at(TALLY_AGGREGATE, tally_id) == after
+    assert snapshots.load_at(TALLY_AGGREGATE, tally_id, version=1) == Tally(tally_id, 5, 1)
 
 
 def test_a_refused_command_stores_nothing_and_a_repeated_key_answers_from_the_log(tally):
@@ -161,7 +165,7 @@ def test_recording_onto_a_state_the_unit_does_not_hold_is_refused(tally):
     add(tally_id, 1, new=True)
 
     def handle(unit: Unit) -> None:
-        (state,) = unit.load(TALLY, tally_id)
+        (state,) = unit.load(TALLY_AGGREGATE, tally_id)
         unit.record(state, count(state, 1))
         unit.record(state, count(state, 1))  # the state before the first record: stale
 
@@ -170,12 +174,28 @@ def test_recording_onto_a_state_the_unit_does_not_hold_is_refused(tally):
     assert len(EventStore().load(tally_id)) == 1
 
 
-def test_an_unregistered_aggregate_type_is_named():
-    def handle(unit: Unit) -> None:
-        unit.load("Nobody", uuid.uuid4())
+def test_an_unregistered_aggregate_is_refused_by_name():
+    nobody = registry.Aggregate("Nobody", frozenset(), fold, lambda tally: {}, lambda state: Tally(uuid.uuid4()))
 
-    with pytest.raises(LookupError, match="no aggregate type 'Nobody' is registered"):
+    def handle(unit: Unit) -> None:
+        unit.load(nobody, uuid.uuid4())
+
+    with pytest.raises(LookupError, match="the aggregate type 'Nobody' is not registered"):
         run_command("nothing", arguments={}, idempotency_key=None, handle=handle)
+
+
+def test_an_aggregates_events_are_recorded_in_one_call(tally):
+    tally_id = uuid.uuid4()
+    add(tally_id, 1, new=True)
+
+    def handle(unit: Unit) -> None:
+        (state,) = unit.load(tally, tally_id)
+        after = unit.record(state, count(state, 1))
+        unit.record(after, count(after, 1))
+
+    with pytest.raises(ValueError, match="already has events recorded in this command"):
+        run_command("count twice", arguments={}, idempotency_key=None, handle=handle)
+    assert len(EventStore().load(tally_id)) == 1
 
 
 def test_registering_an_aggregate_type_twice_is_refused(tally):
