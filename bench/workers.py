@@ -18,7 +18,7 @@ from harness.connect import setup_django
 PROCESSES = 8
 PER_PROCESS = 120
 ROUNDS = 3
-TARGET = 0.6
+TARGET = 0.8
 
 
 def _raw_worker(conninfo, ready, results):

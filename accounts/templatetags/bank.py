@@ -45,6 +45,12 @@ def label(event):
 
 
 @register.filter
+def counterparty(event):
+    """The other account of a transfer, or None."""
+    return domain.counterparty(event.event_type, event.data)
+
+
+@register.filter
 def why(event):
     """The reason, source or reference a member of staff gave."""
     return domain.stated_reason(event.data, event.metadata)

@@ -605,3 +605,12 @@ def test_an_unreadable_event_shows_a_warning_never_a_500_and_refuses_commands(ev
     for name, args in [("accounts:dashboard", []), ("accounts:audit", []), ("accounts:audit_csv", []),
                        ("accounts:statement_csv", [account.id])]:  # fmt: skip
         assert teller.get(reverse(name, args=args)).status_code == 200, name
+
+
+def test_the_audit_trail_links_each_side_of_a_transfer_to_the_other_account():
+    payer, payee = prepared_account(), prepared_account()
+    services.transfer(from_account_id=payer.id, to_account_id=payee.id, amount=1, reference="r")
+    client = client_for("auditor")
+    for one, other in ((payer, payee), (payee, payer)):
+        page = client.get(reverse("accounts:detail", args=[one.id]), {"form": str(uuid.uuid4())}).content.decode()
+        assert f'href="{reverse("accounts:detail", args=[other.id])}"' in page
