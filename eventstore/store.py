@@ -320,16 +320,16 @@ class EventStore:
     ) -> list[StoredEvent]:
         """The aggregate's events in version order, optionally bounded by version or time.
 
-        `as_of` keeps the events stored at or before that moment (created_at <= as_of).
+        `as_of` keeps the events up to the version the aggregate had at that moment (see version_at).
         """
+        if as_of is not None:
+            at_time = self.version_at(aggregate_id, as_of)
+            up_to_version = at_time if up_to_version is None else min(up_to_version, at_time)
         sql = f"SELECT {COLUMNS} FROM events WHERE aggregate_id = %s AND version > %s"
         params: list[Any] = [as_uuid(aggregate_id), after_version]
         if up_to_version is not None:
             sql += " AND version <= %s"
             params.append(up_to_version)
-        if as_of is not None:
-            sql += " AND created_at <= %s"
-            params.append(as_of)
         return [row_to_event(row) for row in db.fetchall(sql + " ORDER BY version", params, alias=db.reads())]
 
     def load_after_version(self, aggregate_id: uuid.UUID | str, version: int) -> list[StoredEvent]:
