@@ -17,8 +17,8 @@ from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
 from eventstore.store import EventStore
-from tests.conftest import manage, run_threads
 from tests.factories import AccountFactory
+from tests.support import manage, run_threads, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -61,19 +61,6 @@ def test_rebuilds_while_four_tellers_work_end_equal_to_replay():
     assert projections.verify(account_projection) == []
     assert projections.verify(daily_statements) == []
     assert sum(a.balance for a in Account.objects.filter(account_id__in=[a.id for a in accounts])) > 200_000
-
-
-def wait_for(process, text, timeout=60):
-    """Read the subprocess's output until a line contains `text`; return the lines read."""
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"{text!r} never appeared in: {''.join(lines)}")
 
 
 def test_a_killed_runner_restarts_where_its_last_batch_committed():

@@ -8,7 +8,7 @@ from django.db.migrations.executor import MigrationExecutor
 from accounts.roles import ROLES
 from eventstore.models import Event
 from eventstore.snapshots import save_snapshot
-from tests.conftest import new_events, new_id
+from tests.support import new_events, new_id
 
 pytestmark = pytest.mark.django_db
 
