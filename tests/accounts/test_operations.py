@@ -64,8 +64,7 @@ def test_rebuilds_while_four_tellers_work_end_equal_to_replay():
 
 
 def test_a_killed_runner_restarts_where_its_last_batch_committed():
-    for n in range(30):
-        AccountFactory(initial_deposit=n)
+    AccountFactory.create_batch(30)
     projections.ProjectionCheckpoint.objects.filter(name="daily_statements").delete()
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE account_daily_statement")
@@ -86,8 +85,7 @@ def test_a_killed_runner_restarts_where_its_last_batch_committed():
 
 
 def test_a_killed_rebuild_resumes_and_ends_equal_to_replay():
-    for n in range(200):
-        AccountFactory(initial_deposit=n)
+    AccountFactory.create_batch(200)
     rebuild = manage("rebuild_projections", "accounts", "--chunk", "2")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
