@@ -5,8 +5,6 @@ HTML payloads, negative and enormous numbers, malformed decimals, wrong ids and
 missing fields. The number of cases run is printed at the end of the session.
 """
 
-from collections import Counter
-
 import pytest
 from django.db import connection
 from django.test import Client
@@ -17,9 +15,9 @@ from hypothesis import strategies as st
 from accounts import services
 from accounts.domain import DomainError
 from tests.factories import AccountFactory, UserFactory
+from tests.support import FUZZ_CASES
 
 pytestmark = pytest.mark.django_db
-CASES = Counter()
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 
 payloads = st.sampled_from([
@@ -87,7 +85,7 @@ def test_services_refuse_hostile_input_clearly_and_store_nothing(name, account_i
     @given(first=st.one_of(st.sampled_from(account_ids), ids), second=st.one_of(st.sampled_from(account_ids), ids),
            text=texts, number=amounts)  # fmt: skip
     def run(first, second, text, number):
-        CASES[f"service {name}"] += 1
+        FUZZ_CASES[f"service {name}"] += 1
         attempt(lambda: call(first, second, text, number), events)
 
     run()
@@ -122,7 +120,7 @@ def test_command_forms_never_fail_with_a_500_and_refusals_store_nothing(command,
     @FUZZ
     @given(data=post_fields(command, FORMS[command]), account=st.sampled_from(account_ids))
     def run(data, account):
-        CASES[f"form {command}"] += 1
+        FUZZ_CASES[f"form {command}"] += 1
         before = event_count()
         response = client.post(reverse("accounts:command", args=[account, command]), data)
         assert response.status_code in (302, 400, 409), response.status_code
@@ -142,7 +140,7 @@ def test_open_account_and_login_forms_never_fail_with_a_500():
     @given(data=st.fixed_dictionaries({}, optional={k: v.map(as_sent) for k, v in fields.items()}),
            key=st.one_of(st.uuids().map(str), payloads.map(as_sent)))  # fmt: skip
     def run(data, key):
-        CASES["form open_account"] += 1
+        FUZZ_CASES["form open_account"] += 1
         before = event_count()
         response = client.post(reverse("accounts:open"), {**data, "idempotency_key": key})
         assert response.status_code in (302, 400)
@@ -154,8 +152,8 @@ def test_open_account_and_login_forms_never_fail_with_a_500():
     @FUZZ
     @given(username=texts.map(as_sent), password=texts.map(as_sent))
     def login(username, password):
-        CASES["form login"] += 1
-        response = Client(REMOTE_ADDR=f"198.51.100.{CASES['form login'] % 250}").post(
+        FUZZ_CASES["form login"] += 1
+        response = Client(REMOTE_ADDR=f"198.51.100.{FUZZ_CASES['form login'] % 250}").post(
             reverse("login"), {"username": username, "password": password}
         )
         assert response.status_code in (200, 400, 429)  # 400: a NUL byte, refused before any form
@@ -176,7 +174,7 @@ def test_pages_take_hostile_query_strings():
     @FUZZ
     @given(value=st.one_of(texts.map(as_sent), odd_moments), field=st.sampled_from(["q", "status", "page", "before", "as_of", "version", "month", "event_type", "actor", "account", "since", "until", "correlation_id", "form"]))  # fmt: skip
     def run(value, field):
-        CASES["query strings"] += 1
+        FUZZ_CASES["query strings"] += 1
         expected = 400 if "\x00" in value else 200  # a NUL byte is refused before any page reads it
         for url in (reverse("accounts:list"), reverse("accounts:audit"), reverse("accounts:detail", args=[account.id])):
             assert client.get(url, {field: value}, follow=True).status_code == expected

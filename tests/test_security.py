@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from tests.factories import UserFactory
+from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_logins_are_throttled_after_five_failures_even_with_the_right_password()
         response = client.post("/login/", {"username": "victim", "password": "wrong"})
         assert response.status_code == 200 and "Please enter a correct username" in response.content.decode()
     assert client.post("/login/", {"username": "victim", "password": "wrong"}).status_code == 429
-    locked = client.post("/login/", {"username": "victim", "password": "correct horse battery staple"})
+    locked = client.post("/login/", {"username": "victim", "password": PASSWORD})
     assert locked.status_code == 429
     assert "Too many failed logins" in locked.content.decode()
     assert "_auth_user_id" not in client.session
@@ -46,7 +46,7 @@ def failures_after_four_failures_and_a_success():
     """Fail four times, log in, then fail four more times; the statuses of the last four."""
     UserFactory(username="forgetful")
     wrong = {"username": "forgetful", "password": "wrong"}
-    right = {"username": "forgetful", "password": "correct horse battery staple"}
+    right = {"username": "forgetful", "password": PASSWORD}
     client = Client(REMOTE_ADDR="203.0.113.10")
     assert [client.post("/login/", wrong).status_code for _ in range(4)] == [200, 200, 200, 200]
     assert client.post("/login/", right).status_code == 302

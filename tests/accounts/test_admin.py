@@ -44,8 +44,7 @@ def test_history_and_read_models_cannot_be_added_changed_or_deleted(admin_client
 
 @pytest.mark.parametrize("model", [Event, Account, Snapshot, CommandLog])
 def test_admin_lists_never_count_a_whole_table(admin_client, model):
-    account = AccountFactory(owner="Linked Owner")
-    services.deposit(account_id=account.id, amount=5, source="cash")
+    account = AccountFactory(owner="Linked Owner", with_history=1)
     url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(url)
@@ -87,8 +86,7 @@ def test_an_event_detail_shows_pretty_printed_json(admin_client):
 
 
 def test_freezing_from_the_admin_asks_for_a_reason_then_uses_the_services(supervisor_client):
-    active, closed = AccountFactory(), AccountFactory(initial_deposit=0)
-    services.close_account(account_id=closed.id, reason="gone")
+    active, closed = AccountFactory(), AccountFactory(closed=True)
     url = reverse("admin:accounts_account_changelist")
     selection = {"action": "freeze_accounts", "_selected_action": [str(active.id), str(closed.id)]}
 

@@ -10,8 +10,8 @@ from accounts import services
 from accounts.domain import InsufficientFunds
 from accounts.models import Account
 from eventstore.store import EventStore
-from tests.conftest import run_threads
 from tests.factories import AccountFactory
+from tests.support import insert_event, run_threads
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 store = EventStore()
@@ -88,14 +88,9 @@ def test_the_same_deposit_submitted_concurrently_with_one_key_stores_one_event()
 
 
 def competing_deposit(raw_connect, account_id):
-    """Append the account's next event from outside, bypassing the writer lock."""
-    conn = raw_connect(autocommit=True)
-    version = conn.execute("SELECT max(version) FROM events WHERE aggregate_id = %s", [account_id]).fetchone()[0]
-    conn.execute(
-        "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) "
-        "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"source\": \"outside\", \"schema_version\": 2}', '{}', %s)",
-        [account_id, version + 1],
-    )
+    """Append the account's next event from another session, bypassing the writer lock."""
+    outside = {"amount": 1, "source": "outside", "schema_version": 2}
+    insert_event(account_id, "Deposited", outside, metadata={}, connection=raw_connect(autocommit=True))
 
 
 def test_a_lost_race_is_retried_against_the_new_state(monkeypatch, raw_connect):
@@ -149,12 +144,8 @@ def test_a_command_that_waited_for_the_account_dates_its_event_after_the_one_it_
 
     def append_while_the_deposit_waits():
         time.sleep(0.5)  # the deposit's transaction has begun and waits for the lock
-        holder.execute(
-            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
-            "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"source\": \"holder\"}', '{}', 2, "
-            "clock_timestamp())",
-            [account.id],
-        )
+        # Dated by the clock as it inserts: after the waiting deposit's transaction began.
+        insert_event(account.id, "Deposited", {"amount": 1, "source": "holder"}, version=2, metadata={}, connection=holder)
         holder.commit()
 
     other = threading.Thread(target=append_while_the_deposit_waits)

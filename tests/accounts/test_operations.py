@@ -17,8 +17,8 @@ from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
 from eventstore.store import EventStore
-from tests.conftest import manage, run_threads
 from tests.factories import AccountFactory
+from tests.support import manage, run_threads, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -63,22 +63,8 @@ def test_rebuilds_while_four_tellers_work_end_equal_to_replay():
     assert sum(a.balance for a in Account.objects.filter(account_id__in=[a.id for a in accounts])) > 200_000
 
 
-def wait_for(process, text, timeout=60):
-    """Read the subprocess's output until a line contains `text`; return the lines read."""
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if text in line:
-            return lines
-    raise AssertionError(f"{text!r} never appeared in: {''.join(lines)}")
-
-
 def test_a_killed_runner_restarts_where_its_last_batch_committed():
-    for n in range(30):
-        AccountFactory(initial_deposit=n)
+    AccountFactory.create_batch(30)
     projections.ProjectionCheckpoint.objects.filter(name="daily_statements").delete()
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE account_daily_statement")
@@ -99,8 +85,7 @@ def test_a_killed_runner_restarts_where_its_last_batch_committed():
 
 
 def test_a_killed_rebuild_resumes_and_ends_equal_to_replay():
-    for n in range(200):
-        AccountFactory(initial_deposit=n)
+    AccountFactory.create_batch(200)
     rebuild = manage("rebuild_projections", "accounts", "--chunk", "2")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

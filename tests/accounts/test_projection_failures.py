@@ -19,10 +19,8 @@ from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
 from eventstore.models import Event
-from tests.accounts.test_operations import wait_for
-from tests.accounts.test_projections import settle
-from tests.conftest import manage, without_trigger
 from tests.factories import AccountFactory
+from tests.support import manage, settle, wait_for, without_trigger
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

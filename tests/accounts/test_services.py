@@ -144,9 +144,7 @@ def test_bad_input_raises_a_clear_domain_error_and_stores_nothing(call, error):
 
 
 def test_frozen_and_closed_accounts_refuse_money_movements():
-    frozen, closed, other = AccountFactory(), AccountFactory(initial_deposit=0), AccountFactory()
-    services.freeze(account_id=frozen.id, reason="investigation")
-    services.close_account(account_id=closed.id, reason="done")
+    frozen, closed, other = AccountFactory(frozen=True), AccountFactory(closed=True), AccountFactory()
     for account_id, error in ((frozen.id, AccountFrozen), (closed.id, AccountClosed)):
         with pytest.raises(error):
             services.deposit(account_id=account_id, amount=1, source="cash")

@@ -1,10 +1,8 @@
 """The staff pages and forms, through Django's test client, on real PostgreSQL."""
 
-import json
 import uuid
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django.utils.html import escape
@@ -12,7 +10,8 @@ from django.utils.html import escape
 from accounts import selectors, services
 from eventstore.models import Event
 from eventstore.store import EventStore
-from tests.factories import AccountFactory, UserFactory
+from tests.factories import AccountFactory, TransferPairFactory, UserFactory
+from tests.support import settle
 
 pytestmark = pytest.mark.django_db
 store = EventStore()
@@ -57,21 +56,14 @@ def test_every_page_admits_exactly_the_roles_that_may_see_it(role, page):
 
 
 COMMANDS = {
-    # command: (roles allowed, how to prepare the account, POST data)
+    # command: (roles allowed, AccountFactory arguments for an account it may run on, POST data)
     "deposit": ({"teller", "supervisor"}, {}, {"amount": "12.50", "source": "cash"}),
     "withdraw": ({"teller", "supervisor"}, {}, {"amount": "2.00", "reason": "ATM"}),
     "transfer": ({"teller", "supervisor"}, {}, {"amount": "3.00", "reference": "rent", "to_account": None}),
     "freeze": ({"supervisor"}, {}, {"reason": "fraud check"}),
     "unfreeze": ({"supervisor"}, {"frozen": True}, {"reason": "cleared"}),
-    "close": ({"supervisor"}, {"empty": True}, {"reason": "customer left"}),
+    "close": ({"supervisor"}, {"initial_deposit": 0}, {"reason": "customer left"}),
 }
-
-
-def prepared_account(frozen=False, empty=False):
-    account = AccountFactory(initial_deposit=0 if empty else 10_000)
-    if frozen:
-        services.freeze(account_id=account.id, reason="setup")
-    return services.get_account(account.id)
 
 
 def command_post(command, account, data, **extra):
@@ -85,7 +77,7 @@ def command_post(command, account, data, **extra):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_runs_for_exactly_the_roles_allowed_to_run_it(role, command):
     allowed, setup, data = COMMANDS[command]
-    account = prepared_account(**setup)
+    account = AccountFactory(**setup)
     if "to_account" in data:
         data = {**data, "to_account": str(AccountFactory().id)}
     before = event_count(account.id)
@@ -153,7 +145,7 @@ def test_an_unknown_command_or_account_is_a_404():
     ],
 )
 def test_bad_amounts_are_refused_at_the_field_and_store_nothing(amount, message):
-    account = prepared_account()
+    account = AccountFactory()
     response = client_for("teller").post(
         reverse("accounts:command", args=[account.id, "deposit"]),
         command_post("deposit", account, {"amount": amount, "source": "cash"}),
@@ -165,7 +157,7 @@ def test_bad_amounts_are_refused_at_the_field_and_store_nothing(amount, message)
 
 
 def test_a_business_error_shows_on_the_page_and_keeps_the_form():
-    account = prepared_account()
+    account = AccountFactory(initial_deposit=10_000)
     response = client_for("teller").post(
         reverse("accounts:command", args=[account.id, "withdraw"]),
         command_post("withdraw", account, {"amount": "5000.00", "reason": "new car"}),
@@ -178,7 +170,7 @@ def test_a_business_error_shows_on_the_page_and_keeps_the_form():
 
 
 def test_same_account_transfer_and_frozen_account_errors_are_shown():
-    account = prepared_account()
+    account = AccountFactory()
     client = client_for("supervisor")
     response = client.post(
         reverse("accounts:command", args=[account.id, "transfer"]),
@@ -195,7 +187,7 @@ def test_same_account_transfer_and_frozen_account_errors_are_shown():
 
 
 def test_a_double_submitted_form_stores_one_event():
-    account = prepared_account()
+    account = AccountFactory(initial_deposit=10_000)
     client = client_for("teller")
     payload = command_post("deposit", account, {"amount": "7.00", "source": "cash"})
     url = reverse("accounts:command", args=[account.id, "deposit"])
@@ -206,7 +198,7 @@ def test_a_double_submitted_form_stores_one_event():
 
 
 def test_a_stale_form_still_runs_and_says_what_changed():
-    account = prepared_account()
+    account = AccountFactory(initial_deposit=10_000)
     payload = command_post("withdraw", account, {"amount": "1.00", "reason": "ATM"})
     services.deposit(account_id=account.id, amount=2_500, source="salary")
     response = client_for("teller").post(
@@ -236,7 +228,7 @@ def test_owner_names_and_reasons_stay_text():
 
 
 def test_every_form_post_needs_a_csrf_token():
-    account = prepared_account()
+    account = AccountFactory()
     client = Client(enforce_csrf_checks=True)
     client.force_login(UserFactory(role="supervisor"))
     response = client.post(
@@ -249,7 +241,7 @@ def test_every_form_post_needs_a_csrf_token():
 
 
 def test_command_forms_carry_a_fresh_idempotency_key_and_the_version():
-    account = prepared_account()
+    account = AccountFactory()
     client = client_for("supervisor")
     first = client.get(reverse("accounts:detail", args=[account.id]), follow=True)
     second = client.get(reverse("accounts:detail", args=[account.id]), follow=True).content.decode()
@@ -266,7 +258,7 @@ def test_command_forms_carry_a_fresh_idempotency_key_and_the_version():
 
 
 def test_the_past_view_shows_the_state_history_and_label_of_then():
-    account = prepared_account()
+    account = AccountFactory(initial_deposit=10_000)
     services.deposit(account_id=account.id, amount=500, source="cash")
     services.withdraw(account_id=account.id, amount=300, reason="ATM")
     page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"version": 2}).content.decode()
@@ -277,7 +269,7 @@ def test_the_past_view_shows_the_state_history_and_label_of_then():
 
 
 def test_the_past_view_by_time_before_the_account_existed():
-    account = prepared_account()
+    account = AccountFactory()
     page = client_for("auditor").get(
         reverse("accounts:detail", args=[account.id]), {"as_of": "2000-01-01T00:00"}
     ).content.decode()
@@ -285,9 +277,8 @@ def test_the_past_view_by_time_before_the_account_existed():
 
 
 def test_account_search_by_owner_id_and_status():
-    ada = AccountFactory(owner="Ada Lovelace")
+    ada = AccountFactory(owner="Ada Lovelace", frozen=True)
     AccountFactory(owner="Charles Babbage")
-    services.freeze(account_id=ada.id, reason="check")
     client = client_for("auditor")
     assert "Ada Lovelace" in client.get(reverse("accounts:list"), {"q": "lovel"}).content.decode()
     assert "Charles" not in client.get(reverse("accounts:list"), {"q": "lovel"}).content.decode()
@@ -304,7 +295,7 @@ def test_the_dashboard_counts_statuses_and_totals_currencies():
 
 
 def test_the_audit_log_filters_and_its_csv_streams_the_same_rows():
-    account = prepared_account()
+    account = AccountFactory()
     services.deposit(account_id=account.id, amount=100, source="cash")
     client = client_for("auditor")
     page = client.get(reverse("accounts:audit"), {"event_type": "Deposited", "account": str(account.id)})
@@ -318,8 +309,7 @@ def test_the_audit_log_filters_and_its_csv_streams_the_same_rows():
 
 
 def test_the_audit_log_by_correlation_id_finds_both_sides_of_a_transfer():
-    payer, payee = prepared_account(), prepared_account()
-    services.transfer(from_account_id=payer.id, to_account_id=payee.id, amount=1, reference="r")
+    payer, payee = TransferPairFactory()
     correlation = store.load(payer.id)[-1].metadata["correlation_id"]
     page = client_for("auditor").get(reverse("accounts:audit"), {"correlation_id": correlation}).content.decode()
     assert "<td>TransferSent</td>" in page and "<td>TransferReceived</td>" in page
@@ -350,9 +340,10 @@ def test_logout_is_a_post_and_ends_the_session():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_statement_csv_gives_the_months_days():
-    account = prepared_account()
+    account = AccountFactory(initial_deposit=10_000)
     from eventstore import projections
 
+    settle()  # runners read only what every transaction on the server has moved past
     while projections.catch_up(projections.registry["daily_statements"]):
         pass
     response = client_for("auditor").get(reverse("accounts:statement_csv", args=[account.id]))
@@ -372,7 +363,7 @@ def page_token(response) -> str:
 
 
 def test_a_deposit_form_submitted_again_after_back_stores_nothing_and_says_what_it_did():
-    account = prepared_account()
+    account = AccountFactory()
     client = client_for("teller")
     page = client.get(reverse("accounts:detail", args=[account.id]), follow=True)
     token = page_token(page)
@@ -412,7 +403,7 @@ def test_an_open_account_form_submitted_again_after_back_opens_one_account():
 
 
 def test_another_person_submitting_the_same_key_runs_their_own_command():
-    account = prepared_account()
+    account = AccountFactory(initial_deposit=10_000)
     payload = command_post("deposit", account, {"amount": "1.00", "source": "cash"})
     for role in ("teller", "supervisor"):
         client_for(role).post(reverse("accounts:command", args=[account.id, "deposit"]), payload)
@@ -423,9 +414,7 @@ def test_the_stale_form_notice_loads_only_what_it_names():
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    account = prepared_account()
-    for n in range(12):
-        services.deposit(account_id=account.id, amount=1, source=f"s{n}")
+    account = AccountFactory(with_history=12)
     payload = command_post("deposit", account, {"amount": "1.00", "source": "cash"}, expected_version=0)
     with CaptureQueriesContext(connection) as queries:
         response = client_for("teller").post(reverse("accounts:command", args=[account.id, "deposit"]), payload)
@@ -444,7 +433,7 @@ def test_the_stale_form_notice_loads_only_what_it_names():
               "0001-01-01T00:00:00+14:00", "2026-02-30T10:00:00"],
 )  # fmt: skip
 def test_odd_moments_are_refused_or_read_in_utc_never_a_500(value):
-    account = prepared_account()
+    account = AccountFactory()
     client = client_for("auditor")
     page = client.get(reverse("accounts:detail", args=[account.id]), {"as_of": value})
     assert page.status_code == 200
@@ -457,13 +446,13 @@ def test_odd_moments_are_refused_or_read_in_utc_never_a_500(value):
 
 
 def test_an_offset_beyond_what_postgresql_stores_is_read_in_utc():
-    account = prepared_account()
+    account = AccountFactory()
     page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"as_of": "2099-01-01T10:00:00+16:00"})
     assert "Past view" in page.content.decode() and "as of 2098-12-31 18:00:00 UTC" in page.content.decode()
 
 
 def test_a_month_past_the_calendars_end_is_refused_on_the_account_page():
-    account = prepared_account()
+    account = AccountFactory()
     page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"month": "9999-12", "form": str(uuid.uuid4())})
     assert page.status_code == 200 and "Choose a month up to 9999-11." in page.content.decode()
 
@@ -480,7 +469,7 @@ def test_a_nul_byte_anywhere_in_a_request_is_a_400_that_says_so(url, admin_clien
 
 
 def test_a_nul_byte_in_a_posted_form_is_a_400_and_stores_nothing():
-    account = prepared_account()
+    account = AccountFactory()
     response = client_for("teller").post(
         reverse("accounts:command", args=[account.id, "deposit"]),
         command_post("deposit", account, {"amount": "1.00", "source": "ca\x00sh"}),
@@ -497,7 +486,7 @@ def test_a_command_on_an_account_held_by_a_stuck_transaction_says_busy_and_does_
     from eventstore.snapshots import lock_key
 
     settings.WEB_LOCK_TIMEOUT_MS = 300
-    account = prepared_account()
+    account = AccountFactory()
     client = client_for("teller")
     holder = raw_connect()
     holder.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key(account.id)])
@@ -533,7 +522,7 @@ def failing_after(monkeypatch, rows: int, chunk: int):
 # Transactional: as in production, a failed query must not poison the page that reports it.
 @pytest.mark.django_db(transaction=True)
 def test_an_export_that_fails_before_its_first_row_is_an_error_page_not_an_empty_file(monkeypatch):
-    prepared_account()
+    AccountFactory()
     failing_after(monkeypatch, rows=0, chunk=2)
     response = client_for("auditor").get(reverse("accounts:audit_csv"))
     assert response.status_code == 503
@@ -542,8 +531,7 @@ def test_an_export_that_fails_before_its_first_row_is_an_error_page_not_an_empty
 
 @pytest.mark.django_db(transaction=True)
 def test_an_export_that_fails_midway_ends_with_a_line_saying_it_is_incomplete(monkeypatch):
-    for _ in range(4):
-        prepared_account()
+    AccountFactory.create_batch(4)
     failing_after(monkeypatch, rows=2, chunk=2)
     response = client_for("auditor").get(reverse("accounts:audit_csv"))
     assert response.status_code == 200
@@ -555,24 +543,11 @@ def test_an_export_that_fails_midway_ends_with_a_line_saying_it_is_incomplete(mo
 def test_an_export_longer_than_one_fetch_has_every_row_once(monkeypatch):
     from accounts import views
 
-    for _ in range(3):
-        prepared_account()
+    AccountFactory.create_batch(3)
     monkeypatch.setattr(views, "CSV_CHUNK", 2)
     response = client_for("auditor").get(reverse("accounts:audit_csv"))
     ids = [line.split(",")[0] for line in b"".join(response.streaming_content).decode().strip().splitlines()[1:]]
     assert ids == [str(i) for i in Event.objects.order_by("-id").values_list("id", flat=True)]
-
-
-def plant_event(account_id, event_type, data):
-    """The account's next event as anyone holding the application's database role could insert it."""
-    version = event_count(account_id) + 1
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
-            "VALUES (%s, 'BankAccount', %s, %s::jsonb, '{}', %s, clock_timestamp())",
-            [account_id, event_type, json.dumps(data), version],
-        )
-    return version
 
 
 @pytest.mark.parametrize(
@@ -584,10 +559,11 @@ def plant_event(account_id, event_type, data):
         ("Renamed", {"owner": "Mallory"}, "is not a bank account event"),
     ],
 )
-def test_an_unreadable_event_shows_a_warning_never_a_500_and_refuses_commands(event_type, data, reason):
+def test_an_unreadable_event_shows_a_warning_never_a_500_and_refuses_commands(tamper, event_type, data, reason):
     account = AccountFactory(initial_deposit=1_000)
-    services.deposit(account_id=account.id, amount=500, source="cash")
-    bad = plant_event(account.id, event_type, data)
+    readable = services.deposit(account_id=account.id, amount=500, source="cash")
+    tamper(account.id, event_type, data, metadata={})
+    bad = readable.version + 1
     teller = client_for("teller")
     page = teller.get(reverse("accounts:detail", args=[account.id]), follow=True)
     assert page.status_code == 200

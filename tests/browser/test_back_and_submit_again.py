@@ -11,9 +11,8 @@ import pytest
 from accounts import services
 from accounts.models import Account
 from eventstore.store import EventStore
-from tests.browser.conftest import chromium_page
-from tests.browser.test_staff_flow import log_in
 from tests.factories import AccountFactory, UserFactory
+from tests.support import chromium_page, log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -3,8 +3,8 @@
 import pytest
 
 from accounts import services
-from tests.browser.test_staff_flow import log_in
 from tests.factories import AccountFactory, UserFactory
+from tests.support import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -9,17 +9,9 @@ from accounts import services
 from accounts.models import Account
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory
+from tests.support import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-PASSWORD = "correct horse battery staple"
-
-
-def log_in(page, username):
-    page.goto("/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("text=Dashboard")
 
 
 def log_out(page):

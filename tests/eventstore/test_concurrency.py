@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 
 from eventstore.store import ConcurrencyConflict, NewEvent
-from tests.conftest import new_id, run_threads
+from tests.support import new_id, run_threads
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

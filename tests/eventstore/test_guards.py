@@ -4,7 +4,7 @@ import psycopg
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from tests.conftest import new_events, new_id
+from tests.support import new_events, new_id
 
 pytestmark = pytest.mark.django_db
 

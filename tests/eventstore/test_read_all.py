@@ -8,7 +8,7 @@ import pytest
 from django.db import transaction
 
 from eventstore.store import START, ConcurrencyConflict, NewEvent, Position
-from tests.conftest import new_id, run_threads
+from tests.support import new_id, run_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

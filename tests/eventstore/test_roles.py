@@ -19,7 +19,7 @@ from accounts.models import Account, DailyStatement
 from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
-from tests.factories import AccountFactory, UserFactory
+from tests.factories import PASSWORD, AccountFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 READ_MODELS = ("account_read_model", "account_daily_statement")
@@ -110,7 +110,7 @@ def test_owner_app_and_runner_each_do_their_part_through_a_rebuild(roles):
     client = Client()
     set_role(app)
     try:
-        login = client.post(reverse("login"), {"username": teller.username, "password": "correct horse battery staple"})
+        login = client.post(reverse("login"), {"username": teller.username, "password": PASSWORD})
         assert login.status_code == 302, login.content.decode()
         first = serve_commands_and_pages(client)
         set_role(None)

@@ -7,7 +7,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from accounts.roles import ROLES
 from eventstore.models import Event
-from tests.conftest import new_events, new_id
+from tests.support import new_events, new_id
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection, transaction
 
 from eventstore.context import metadata_context
 from eventstore.store import ConcurrencyConflict, InvalidAppend, NewEvent
-from tests.conftest import new_events, new_id
+from tests.support import new_events, new_id
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,224 @@
+"""Helpers the tests share that are not fixtures: import them from here, never from a
+conftest or another test module (conftest.py keeps the fixtures, which may call these)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection as default_connection
+from django.db import connections
+
+from eventstore.store import NewEvent
+from tests.factories import PASSWORD
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# How many cases each fuzz test tried; tests/test_fuzz.py counts, the summary hook prints.
+FUZZ_CASES = Counter()
+
+
+# --- the event store --------------------------------------------------------------------
+
+
+def new_id():
+    return uuid.uuid4()
+
+
+def new_events(*types, **data):
+    """One NewEvent per type, each with the same payload."""
+    return [NewEvent(event_type, dict(data)) for event_type in types]
+
+
+def insert_event(aggregate_id, event_type, data, *, version=None, aggregate_type="BankAccount", metadata=None,
+                 created_at=None, connection=None) -> int:  # fmt: skip
+    """Write one row into `events` by SQL, past the services and their rules, and return its id.
+
+    For planting what the services never write: an unreadable or rule-breaking event, an old
+    one, or one from a writer that bypassed the account's lock. The guard triggers still
+    judge the row. `version` defaults to the aggregate's next; `created_at` to the database's
+    clock at the insert (so, like a command's events, never before the version it follows);
+    `metadata` to NULL. `connection` is Django's default one unless a psycopg connection is
+    given (another session: one that holds a lock, or races a command).
+    """
+    with (connection or default_connection).cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
+            "VALUES (%(aggregate_id)s, %(aggregate_type)s, %(event_type)s, %(data)s::jsonb, %(metadata)s::jsonb, "
+            "        COALESCE(%(version)s::integer, "
+            "                 (SELECT COALESCE(max(version), 0) + 1 FROM events WHERE aggregate_id = %(aggregate_id)s)), "
+            "        COALESCE(%(created_at)s::timestamptz, clock_timestamp())) "
+            "RETURNING id",
+            {
+                "aggregate_id": aggregate_id, "aggregate_type": aggregate_type, "event_type": event_type,
+                "data": json.dumps(data), "metadata": None if metadata is None else json.dumps(metadata),
+                "version": version, "created_at": created_at,
+            },
+        )  # fmt: skip
+        return cursor.fetchone()[0]
+
+
+def without_trigger(trigger, statement, params=()):
+    """Run one statement with one guard trigger off, as only the table's owner can (tests' repairs)."""
+    with default_connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE events DISABLE TRIGGER {trigger}")
+        try:
+            cursor.execute(statement, params)
+            return cursor.fetchone() if cursor.description else None
+        finally:
+            cursor.execute(f"ALTER TABLE events ENABLE TRIGGER {trigger}")
+
+
+def settle(timeout=60):
+    """Wait until runners may read every committed event.
+
+    Runners read only transactions older than every running one, on the whole
+    server: other test runs sharing it can hold them back for a moment.
+    """
+    deadline = time.monotonic() + timeout
+    with default_connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT NOT EXISTS (SELECT FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))")
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "a transaction on the server held the runners back"
+            time.sleep(0.05)
+
+
+class RoundTrips:
+    """Counts the messages that each cost a round trip to the server (Query, Sync) in a libpq trace."""
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def messages(self):
+        lines = self.path.read_text().splitlines()
+        return [line.split("\t", 4)[3:] for line in lines if "\tF\t" in line]
+
+    @property
+    def count(self):
+        return sum(1 for message in self.messages if message[0] in ("Query", "Sync"))
+
+    def sent(self, text):
+        return any(text in " ".join(message) for message in self.messages)
+
+
+# --- threads and processes ----------------------------------------------------------------
+
+
+def run_threads(target, count):
+    """Run target(index) in `count` threads at once; re-raise the first failure.
+
+    Each thread closes its own Django connection, so the test database can be dropped.
+    """
+    errors = []
+
+    def body(index):
+        try:
+            target(index)
+        except BaseException as error:  # reported to the test below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database, for management commands run as subprocesses."""
+    params = default_connection.get_connection_params()
+    user, name = quote(params.get("user", "")), params["dbname"]
+    password = f":{quote(params['password'])}" if params.get("password") else ""
+    host, port = params.get("host", ""), params.get("port") or 5432
+    if host.startswith("/"):
+        return f"postgresql://{user}{password}@/{name}?host={quote(host)}&port={port}"
+    return f"postgresql://{user}{password}@{host}:{port}/{name}"
+
+
+def manage(*args, **popen):
+    """Start `manage.py ARGS` against the test database; returns the Popen."""
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen,
+    )  # fmt: skip
+
+
+def wait_for(process, text, timeout=60):
+    """Read the subprocess's output until a line contains `text`; return the lines read."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} never appeared in: {''.join(lines)}")
+
+
+# --- the browser ----------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Root in a container needs --no-sandbox; the machine's closed network needs the
+# background services off, or Chromium keeps trying to reach Google.
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@contextmanager
+def chromium_page(live_server, monkeypatch, *, back_forward_cache: bool = False):
+    """A Chromium page on the live test server, started after (and stopped before) the database.
+
+    Playwright turns Chromium's back-forward cache off; `back_forward_cache` keeps it on.
+    """
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(f"REQUIRE_BROWSER is set but there is no Chromium at {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's chromium package (as .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; the test's
+    # own ORM calls (set-up and checks) are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+            ignore_default_args=["--disable-back-forward-cache"] if back_forward_cache else None,
+        )  # fmt: skip
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+        # ORM calls made while the loop ran opened connections of their own context.
+        connections.close_all()
+
+
+def log_in(page, username):
+    """Log a UserFactory member of staff in through the login page."""
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Dashboard")
