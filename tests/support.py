@@ -55,7 +55,8 @@ def insert_event(aggregate_id, event_type, data, *, version=None, aggregate_type
             "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
             "VALUES (%(aggregate_id)s, %(aggregate_type)s, %(event_type)s, %(data)s::jsonb, %(metadata)s::jsonb, "
             "        COALESCE(%(version)s::integer, "
-            "                 (SELECT COALESCE(max(version), 0) + 1 FROM events WHERE aggregate_id = %(aggregate_id)s)), "
+            "                 (SELECT COALESCE(max(version), 0) + 1 FROM events "
+            "                   WHERE aggregate_id = %(aggregate_id)s)), "
             "        COALESCE(%(created_at)s::timestamptz, clock_timestamp())) "
             "RETURNING id",
             {
@@ -87,7 +88,9 @@ def settle(timeout=60):
     deadline = time.monotonic() + timeout
     with default_connection.cursor() as cursor:
         while True:
-            cursor.execute("SELECT NOT EXISTS (SELECT FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))")
+            cursor.execute(
+                "SELECT NOT EXISTS (SELECT FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))"
+            )
             if cursor.fetchone()[0]:
                 return
             assert time.monotonic() < deadline, "a transaction on the server held the runners back"

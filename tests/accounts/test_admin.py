@@ -1,10 +1,10 @@
 """The admin: history read-only, counts bounded, freeze and unfreeze through the services."""
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.contrib.admin.sites import site
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts import services

@@ -75,9 +75,7 @@ def test_the_same_deposit_submitted_concurrently_with_one_key_stores_one_event()
 
     def double_click(_):
         start.wait(timeout=10)
-        results.append(
-            services.deposit(account_id=account.id, amount=1234, source="cash", idempotency_key="click-1")
-        )
+        results.append(services.deposit(account_id=account.id, amount=1234, source="cash", idempotency_key="click-1"))
 
     run_threads(double_click, 8)
     deposits = [e for e in store.load(account.id) if e.event_type == "Deposited"]
@@ -145,7 +143,9 @@ def test_a_command_that_waited_for_the_account_dates_its_event_after_the_one_it_
     def append_while_the_deposit_waits():
         time.sleep(0.5)  # the deposit's transaction has begun and waits for the lock
         # Dated by the clock as it inserts: after the waiting deposit's transaction began.
-        insert_event(account.id, "Deposited", {"amount": 1, "source": "holder"}, version=2, metadata={}, connection=holder)
+        insert_event(
+            account.id, "Deposited", {"amount": 1, "source": "holder"}, version=2, metadata={}, connection=holder
+        )
         holder.commit()
 
     other = threading.Thread(target=append_while_the_deposit_waits)

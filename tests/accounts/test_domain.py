@@ -60,7 +60,9 @@ def test_schema_one_amounts_that_are_not_two_decimal_strings_are_refused(text):
     assert upcast["amount"] == text  # left as stored, for the fold to refuse
     opened = BankAccount.open(uuid.uuid4(), owner="A", currency="EUR", initial_deposit=10**6)
     with pytest.raises(domain.UnreadableEvent, match="Version 2 of account .* cannot be read: the amount"):
-        BankAccount.from_events(opened[0].account_id, [(e.event_type, e.to_data()) for e in opened] + [("Withdrawn", upcast)])
+        BankAccount.from_events(
+            opened[0].account_id, [(e.event_type, e.to_data()) for e in opened] + [("Withdrawn", upcast)]
+        )
 
 
 def test_bank_account_shows_the_seeds_fields_and_is_frozen_exactly_while_frozen():

@@ -59,7 +59,10 @@ class Bank(RuleBasedStateMachine):
                 call()
 
     def active_checks(self, account):
-        return [(account.status == domain.CLOSED, domain.AccountClosed), (account.status == domain.FROZEN, domain.AccountFrozen)]
+        return [
+            (account.status == domain.CLOSED, domain.AccountClosed),
+            (account.status == domain.FROZEN, domain.AccountFrozen),
+        ]
 
     def amount_checks(self, amount, text):
         return [(not 0 < amount < CEILING, domain.InvalidAmount), (not text.strip(), domain.InvalidInput)]
@@ -137,7 +140,9 @@ class Bank(RuleBasedStateMachine):
         )
         self.run(
             error,
-            lambda: services.transfer(from_account_id=source_id, to_account_id=target_id, amount=amount, reference=reference),
+            lambda: services.transfer(
+                from_account_id=source_id, to_account_id=target_id, amount=amount, reference=reference
+            ),
         )
         if error is None:
             source.balance -= amount
@@ -152,7 +157,11 @@ class Bank(RuleBasedStateMachine):
             loaded = services.get_account(account_id)
             full = BankAccount.from_events(account_id, [(e.event_type, e.data) for e in store.load(account_id)])
             assert loaded == full
-            assert (loaded.balance, loaded.status, loaded.currency) == (expected.balance, expected.status, expected.currency)
+            assert (loaded.balance, loaded.status, loaded.currency) == (
+                expected.balance,
+                expected.status,
+                expected.currency,
+            )
             row = rows[account_id]
             assert (row.balance, row.status, row.version, row.currency) == (
                 full.balance, full.status, full.version, full.currency

@@ -39,7 +39,9 @@ def test_a_comma_that_could_be_a_decimal_comma_is_refused_repeating_what_was_typ
 @pytest.mark.parametrize("typed", ["1,250", "12,345", "1,250.500"])
 @pytest.mark.parametrize("currency", ["KWD", "BHD"])
 def test_a_three_decimal_currency_takes_no_comma_at_all(typed, currency):
-    with pytest.raises(AmountError, match="could be read as a decimal separator. Use a point for decimals and no commas"):
+    with pytest.raises(
+        AmountError, match="could be read as a decimal separator. Use a point for decimals and no commas"
+    ):
         to_minor_units(typed, currency, ceiling=CEILING)
 
 

@@ -162,7 +162,8 @@ def test_verify_event_store_reports_a_dropped_guard():
     finally:
         with connection.cursor() as cursor:
             cursor.execute(
-                "CREATE TRIGGER events_no_delete BEFORE DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_reject_change()"
+                "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+                "FOR EACH ROW EXECUTE FUNCTION events_reject_change()"
             )
 
 

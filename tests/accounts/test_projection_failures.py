@@ -69,7 +69,11 @@ def test_an_event_the_projection_cannot_apply_stops_it_there_until_it_is_fixed(t
         projections.catch_up(daily_statements)
     line = stop_line("daily_statements", bad, broken.id, 2, "Deposited", reason)
     assert str(stopped.value).startswith(line) and "\n" not in str(stopped.value)
-    assert (stopped.value.projection, stopped.value.event_id, stopped.value.aggregate_id) == ("daily_statements", bad, broken.id)
+    assert (stopped.value.projection, stopped.value.event_id, stopped.value.aggregate_id) == (
+        "daily_statements",
+        bad,
+        broken.id,
+    )
     assert (stopped.value.version, stopped.value.event_type) == (2, "Deposited")
     assert stopped.value.reason.startswith(reason)
     # The events before it are applied and the checkpoint is just before it; the stop is on record.
@@ -107,7 +111,8 @@ class EventCounts(projections.Projection):
 
     def apply(self, events, tables):
         upsert = sql.SQL(
-            "INSERT INTO {} AS t VALUES (%s, %s) ON CONFLICT (account_id) DO UPDATE SET events = t.events + EXCLUDED.events"
+            "INSERT INTO {} AS t VALUES (%s, %s) "
+            "ON CONFLICT (account_id) DO UPDATE SET events = t.events + EXCLUDED.events"
         ).format(sql.Identifier(tables["test_event_counts"]))
         with connection.cursor() as cursor:
             for account_id, count in Counter(event.aggregate_id for event in events).items():
@@ -134,10 +139,14 @@ def test_run_projections_once_stops_the_projection_that_cannot_apply_an_event_an
     with pytest.raises(SystemExit) as exited:
         call_command("run_projections", "--once", stdout=out, stderr=err)
     assert exited.value.code == 4
-    assert err.getvalue().splitlines() == [stop_line("daily_statements", bad, broken.id, 2, "Deposited", "KeyError: 'amount'")]
+    assert err.getvalue().splitlines() == [
+        stop_line("daily_statements", bad, broken.id, 2, "Deposited", "KeyError: 'amount'")
+    ]
     assert "test_event_counts: applied" in out.getvalue()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT account_id, events FROM test_event_counts WHERE account_id = ANY(%s)", [[broken.id, later.id]])
+        cursor.execute(
+            "SELECT account_id, events FROM test_event_counts WHERE account_id = ANY(%s)", [[broken.id, later.id]]
+        )
         assert dict(cursor.fetchall()) == {broken.id: 2, later.id: 1}  # past the event daily_statements stopped at
     assert not DailyStatement.objects.filter(account_id=later.id).exists()
     assert projections.checkpoint("daily_statements").failed_event_id == bad
@@ -151,7 +160,9 @@ def test_a_runner_says_once_that_a_projection_stopped_releases_it_and_keeps_runn
     runner = manage("run_projections", "--poll", "0.2")
     try:
         lines = wait_for(runner, "stopped at event")
-        assert lines[-1].rstrip("\n") == stop_line("daily_statements", bad, broken.id, 2, "Deposited", "KeyError: 'amount'")
+        assert lines[-1].rstrip("\n") == stop_line(
+            "daily_statements", bad, broken.id, 2, "Deposited", "KeyError: 'amount'"
+        )
         assert projections.try_lock_runner("daily_statements")  # released while the runner goes on
         projections.unlock_runner("daily_statements")
         AccountFactory(initial_deposit=5)  # wakes the runner, which does not try the stopped projection again
@@ -219,12 +230,16 @@ def test_verify_projections_reports_an_event_it_cannot_apply_and_goes_on_to_find
     lines = out.getvalue().splitlines()
     assert any(line.startswith(stop_line("accounts", bad, broken.id, 2, "Withdrawn", "")) for line in lines)
     assert any(line.startswith("accounts: account_read_model: missing") and str(drifted.id) in line for line in lines)
-    assert any(line.startswith("daily_statements: account_daily_statement: ") and str(drifted.id) in line for line in lines)
+    assert any(
+        line.startswith("daily_statements: account_daily_statement: ") and str(drifted.id) in line for line in lines
+    )
     assert "accounts: DRIFT" in lines and "daily_statements: DRIFT" in lines
     assert str(caught.value) == "4 rows differ from a replay of the log; 1 event could not be applied."
 
     findings = projections.verify(account_projection)
-    assert [(f.event_id, f.aggregate_id) for f in findings if isinstance(f, projections.ProjectionStopped)] == [(bad, broken.id)]
+    assert [(f.event_id, f.aggregate_id) for f in findings if isinstance(f, projections.ProjectionStopped)] == [
+        (bad, broken.id)
+    ]
 
 
 def test_verify_projections_show_0_prints_no_example_and_still_fails_with_the_count():
@@ -242,7 +257,7 @@ def test_verify_projections_show_0_prints_no_example_and_still_fails_with_the_co
 
 
 def test_verify_event_store_finds_an_event_dated_before_the_version_before_it_even_with_show_0(tamper):
-    aggregate, now = uuid.uuid4(), datetime.datetime.now(datetime.timezone.utc)
+    aggregate, now = uuid.uuid4(), datetime.datetime.now(datetime.UTC)
     opened = {"owner": "Early Bird", "currency": "EUR", "initial_balance": 0, "schema_version": 2}
     tamper(aggregate, "Opened", opened, version=1, created_at=now)
     with connection.cursor() as cursor:  # the append guard refuses it even to the owner

@@ -1,7 +1,6 @@
 """The bank's projections: the account read model and the daily statements."""
 
 import datetime
-import time
 
 import pytest
 from django.db import OperationalError, connection
@@ -13,6 +12,7 @@ from accounts.projections import daily_statements
 from eventstore import projections
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
+from tests.support import settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 store = EventStore()
@@ -28,7 +28,7 @@ def read_models_match_the_log():
 
 def backdate(account_id, days_ago_by_version):
     """Spread an account's events over past days, as a long-lived account's would be."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
         try:
@@ -39,24 +39,6 @@ def backdate(account_id, days_ago_by_version):
                 )
         finally:
             cursor.execute("ALTER TABLE events ENABLE TRIGGER events_no_update")
-
-
-def settle(timeout=60):
-    """Wait until runners may read every committed event.
-
-    Runners read only transactions older than every running one, on the whole
-    server: other test runs sharing it can hold them back for a moment.
-    """
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while True:
-            cursor.execute(
-                "SELECT NOT EXISTS (SELECT FROM events WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))"
-            )
-            if cursor.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "a transaction on the server held the runners back"
-            time.sleep(0.05)
 
 
 def catch_up_all():
@@ -80,7 +62,7 @@ def test_daily_statements_agree_with_replay_day_by_day():
     assert [r.event_count for r in rows] == [2, 2, 1]
     previous_closing = 0
     for row in rows:
-        end_of_day = datetime.datetime.combine(row.day, datetime.time.max, tzinfo=datetime.timezone.utc)
+        end_of_day = datetime.datetime.combine(row.day, datetime.time.max, tzinfo=datetime.UTC)
         assert row.closing_balance == services.get_account(account.id, as_of=end_of_day).balance
         assert row.opening_balance == previous_closing
         assert row.closing_balance - row.opening_balance == row.credits - row.debits

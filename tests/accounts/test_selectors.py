@@ -22,9 +22,7 @@ def test_chart_points_are_the_replayed_balance_after_each_event():
     account = busy_account()
     points = selectors.balance_points(account)
     assert [p.version for p in points] == list(range(1, account.version + 1))
-    assert [p.balance for p in points] == [
-        services.get_account(account.id, version=p.version).balance for p in points
-    ]
+    assert [p.balance for p in points] == [services.get_account(account.id, version=p.version).balance for p in points]
 
 
 def test_chart_of_the_last_events_only_and_of_a_past_version():

@@ -67,9 +67,7 @@ def test_every_command_returns_the_state_after_it_and_the_read_model_follows():
 
 def test_transfer_moves_money_and_both_events_share_transfer_and_correlation_ids():
     payer, payee = AccountFactory(initial_deposit=10_000), AccountFactory(initial_deposit=0)
-    source, target = services.transfer(
-        from_account_id=payer.id, to_account_id=payee.id, amount=2_500, reference="rent"
-    )
+    source, target = services.transfer(from_account_id=payer.id, to_account_id=payee.id, amount=2_500, reference="rent")
     assert (source.balance, target.balance) == (7_500, 2_500)
     (sent,) = store.load_after_version(payer.id, 1)
     (received,) = store.load_after_version(payee.id, 1)
@@ -114,8 +112,14 @@ def test_events_carry_who_why_and_which_command():
         (lambda a: services.close_account(account_id=a, reason="still has money"), BalanceNotZero),
         (lambda a: services.deposit(account_id=uuid.uuid4(), amount=100, source="cash"), AccountNotFound),
         (lambda a: services.deposit(account_id="not-an-id", amount=100, source="cash"), AccountNotFound),
-        (lambda a: services.transfer(from_account_id=a, to_account_id=a, amount=1, reference="self"), SameAccountTransfer),
-        (lambda a: services.transfer(from_account_id=a, to_account_id=uuid.uuid4(), amount=1, reference="r"), AccountNotFound),
+        (
+            lambda a: services.transfer(from_account_id=a, to_account_id=a, amount=1, reference="self"),
+            SameAccountTransfer,
+        ),
+        (
+            lambda a: services.transfer(from_account_id=a, to_account_id=uuid.uuid4(), amount=1, reference="r"),
+            AccountNotFound,
+        ),
         (lambda a: services.deposit(account_id=a, amount=100, source="cash", idempotency_key=""), InvalidInput),
         (lambda a: services.open_account(owner="", initial_deposit=0), InvalidInput),
         (lambda a: services.open_account(owner="Bob", initial_deposit=-1), InvalidAmount),
@@ -256,7 +260,9 @@ def test_a_moment_with_any_offset_is_read_in_utc():
         account.id
     )
     with pytest.raises(InvalidInput, match="outside the calendar"):
-        services.get_account(account.id, as_of=datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14))))
+        services.get_account(
+            account.id, as_of=datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14)))
+        )
 
 
 def test_a_balance_that_would_pass_the_ledgers_largest_is_refused_by_the_rules(settings):

@@ -14,6 +14,7 @@ from eventstore import snapshots
 from eventstore.models import Snapshot
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
+from tests.support import insert_event
 
 pytestmark = pytest.mark.django_db
 
@@ -77,20 +78,19 @@ def test_a_version_below_the_snapshot_replays_from_the_start(snapshot_every):
     assert services.get_account(account.id, version=11).balance == 30
 
 
-def insert_raw(account_id, version, event_type, data):
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) "
-            "VALUES (%s, 'BankAccount', %s, %s::jsonb, '{}', %s)",
-            [account_id, event_type, json.dumps(data), version],
-        )
-
-
 def test_version_one_payloads_with_decimal_strings_load_as_the_current_events():
     account_id = uuid.uuid4()
-    insert_raw(account_id, 1, "Opened", {"account_id": str(account_id), "owner": "Seed", "currency": "EUR", "initial_balance": "10.00"})
-    insert_raw(account_id, 2, "Deposited", {"amount": "12.5", "source": "seed"})
-    insert_raw(account_id, 3, "Withdrawn", {"amount": "0.25", "reason": "fee", "schema_version": 1})
+    insert_event(
+        account_id,
+        "Opened",
+        version=1,
+        metadata={},
+        data={"account_id": str(account_id), "owner": "Seed", "currency": "EUR", "initial_balance": "10.00"},
+    )
+    insert_event(account_id, "Deposited", version=2, metadata={}, data={"amount": "12.5", "source": "seed"})
+    insert_event(
+        account_id, "Withdrawn", version=3, metadata={}, data={"amount": "0.25", "reason": "fee", "schema_version": 1}
+    )
 
     opened, deposited, withdrawn = EventStore().load(account_id)
     assert opened.data["initial_balance"] == 1000

@@ -98,7 +98,12 @@ def test_every_command_runs_for_exactly_the_roles_allowed_to_run_it(role, comman
 
 @pytest.mark.parametrize("role", ROLES)
 def test_opening_an_account_is_for_tellers_and_supervisors(role):
-    data = {"owner": "Grace Hopper", "currency": "EUR", "initial_deposit": "100.00", "idempotency_key": str(uuid.uuid4())}
+    data = {
+        "owner": "Grace Hopper",
+        "currency": "EUR",
+        "initial_deposit": "100.00",
+        "idempotency_key": str(uuid.uuid4()),
+    }
     response = client_for(role).post(reverse("accounts:open"), data)
     from accounts.models import Account
 
@@ -251,7 +256,7 @@ def test_command_forms_carry_a_fresh_idempotency_key_and_the_version():
     assert f'{key}{token}:deposit"' in first
     assert first.split(key)[1][:36] != second.split(key)[1][:36]
     assert 'name="deposit-expected_version" value="1"' in first
-    assert 'csrfmiddlewaretoken' in first
+    assert "csrfmiddlewaretoken" in first
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -270,9 +275,11 @@ def test_the_past_view_shows_the_state_history_and_label_of_then():
 
 def test_the_past_view_by_time_before_the_account_existed():
     account = AccountFactory()
-    page = client_for("auditor").get(
-        reverse("accounts:detail", args=[account.id]), {"as_of": "2000-01-01T00:00"}
-    ).content.decode()
+    page = (
+        client_for("auditor")
+        .get(reverse("accounts:detail", args=[account.id]), {"as_of": "2000-01-01T00:00"})
+        .content.decode()
+    )
     assert "did not exist yet" in page
 
 
@@ -378,7 +385,9 @@ def test_a_deposit_form_submitted_again_after_back_stores_nothing_and_says_what_
     assert "Already done: Deposited 25.50 EUR. This form had been submitted before; nothing new was stored." in again
     assert event_count(account.id) == 2
 
-    back = client.get(reverse("accounts:detail", args=[account.id]), {"form": token}).content.decode()  # Back, re-rendered
+    back = client.get(
+        reverse("accounts:detail", args=[account.id]), {"form": token}
+    ).content.decode()  # Back, re-rendered
     assert "Already done: this page's deposit form was submitted (Deposit 25.50 EUR by" in back
     assert 'name="deposit-amount"' not in back and 'name="withdraw-amount"' in back
     assert f'value="{token}:withdraw"' in back
@@ -447,13 +456,17 @@ def test_odd_moments_are_refused_or_read_in_utc_never_a_500(value):
 
 def test_an_offset_beyond_what_postgresql_stores_is_read_in_utc():
     account = AccountFactory()
-    page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"as_of": "2099-01-01T10:00:00+16:00"})
+    page = client_for("auditor").get(
+        reverse("accounts:detail", args=[account.id]), {"as_of": "2099-01-01T10:00:00+16:00"}
+    )
     assert "Past view" in page.content.decode() and "as of 2098-12-31 18:00:00 UTC" in page.content.decode()
 
 
 def test_a_month_past_the_calendars_end_is_refused_on_the_account_page():
     account = AccountFactory()
-    page = client_for("auditor").get(reverse("accounts:detail", args=[account.id]), {"month": "9999-12", "form": str(uuid.uuid4())})
+    page = client_for("auditor").get(
+        reverse("accounts:detail", args=[account.id]), {"month": "9999-12", "form": str(uuid.uuid4())}
+    )
     assert page.status_code == 200 and "Choose a month up to 9999-11." in page.content.decode()
 
 
@@ -526,7 +539,10 @@ def test_an_export_that_fails_before_its_first_row_is_an_error_page_not_an_empty
     failing_after(monkeypatch, rows=0, chunk=2)
     response = client_for("auditor").get(reverse("accounts:audit_csv"))
     assert response.status_code == 503
-    assert "The export could not start" in response.content.decode() and "Nothing was exported" in response.content.decode()
+    assert (
+        "The export could not start" in response.content.decode()
+        and "Nothing was exported" in response.content.decode()
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -573,7 +589,9 @@ def test_an_unreadable_event_shows_a_warning_never_a_500_and_refuses_commands(ta
     assert "15.00" in text  # the account as it was before the unreadable event
     posted = teller.post(
         reverse("accounts:command", args=[account.id, "deposit"]),
-        command_post("deposit", services.get_account(account.id, version=bad - 1), {"amount": "1.00", "source": "cash"}),
+        command_post(
+            "deposit", services.get_account(account.id, version=bad - 1), {"amount": "1.00", "source": "cash"}
+        ),
     )
     assert posted.status_code == 302
     assert "Deposit refused" in teller.get(posted["Location"]).content.decode()
@@ -584,8 +602,7 @@ def test_an_unreadable_event_shows_a_warning_never_a_500_and_refuses_commands(ta
 
 
 def test_the_audit_trail_links_each_side_of_a_transfer_to_the_other_account():
-    payer, payee = prepared_account(), prepared_account()
-    services.transfer(from_account_id=payer.id, to_account_id=payee.id, amount=1, reference="r")
+    payer, payee = TransferPairFactory()
     client = client_for("auditor")
     for one, other in ((payer, payee), (payee, payer)):
         page = client.get(reverse("accounts:detail", args=[one.id]), {"form": str(uuid.uuid4())}).content.decode()

@@ -101,7 +101,15 @@ def test_each_role_holds_exactly_its_list(app, runner):
     assert held(runner) == listed("runner")
     # The policy itself, spelled out: what stops the roles rewriting history or cheating.
     inserts = {column for table, column, name in held(app) if (table, name) == ("events", "INSERT")}
-    assert inserts == {"aggregate_id", "aggregate_type", "event_type", "event_data", "metadata", "version", "created_at"}
+    assert inserts == {
+        "aggregate_id",
+        "aggregate_type",
+        "event_type",
+        "event_data",
+        "metadata",
+        "version",
+        "created_at",
+    }
     tables = table_privileges(app)
     assert tables["events"] == {"SELECT"}  # INSERT only on the columns above
     assert tables["events_id_seq"] == {"USAGE"}
@@ -159,8 +167,8 @@ def test_the_app_role_cannot_cheat_history_keys_or_checkpoints(app, runner):
         assert "permission denied for table events" in refused("TRUNCATE events")
         for column, value in (("id", "1"), ("transaction_id", "'1'::xid8")):
             assert "permission denied for table events" in refused(
-                f"INSERT INTO events ({column}, aggregate_id, aggregate_type, event_type, event_data, version, created_at)"
-                f" VALUES ({value}, gen_random_uuid(), 'T', 'E', '{{}}', 1, now())"
+                f"INSERT INTO events ({column}, aggregate_id, aggregate_type, event_type, event_data, version, "
+                f"created_at) VALUES ({value}, gen_random_uuid(), 'T', 'E', '{{}}', 1, now())"
             )
         assert "permission denied for sequence events_id_seq" in refused("SELECT setval('events_id_seq', 1)")
         assert "must be owner" in refused("ALTER TABLE events DISABLE TRIGGER ALL")
@@ -264,4 +272,3 @@ def test_the_app_role_manages_staff_but_keeps_the_admin_history(app):
         assert "permission denied for table django_admin_log" in refused_call(user.delete)
     finally:
         set_role(None)
-

@@ -99,7 +99,6 @@ def test_keys_are_checked_before_anything_is_stored():
     assert services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k" * 100).version == 2
 
 
-
 def test_the_longest_username_with_the_longest_key_fits_the_command_log():
     account = AccountFactory(initial_deposit=0)
     with metadata_context(actor="u" * 150):
@@ -143,7 +142,7 @@ def test_a_lost_race_found_at_commit_is_retried_and_leaves_the_connection_usable
             outside.execute(
                 "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) "
                 "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"schema_version\": 2, "
-                "\"source\": \"elsewhere\"}', '{}', 2)",
+                '"source": "elsewhere"}\', \'{}\', 2)',
                 [account_id],
             )
             outside.commit()

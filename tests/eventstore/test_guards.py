@@ -11,7 +11,9 @@ pytestmark = pytest.mark.django_db
 
 def table_contents():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id, aggregate_id, aggregate_type, event_type, event_data::text, version FROM events ORDER BY id")
+        cursor.execute(
+            "SELECT id, aggregate_id, aggregate_type, event_type, event_data::text, version FROM events ORDER BY id"
+        )
         return cursor.fetchall()
 
 
@@ -106,7 +108,8 @@ def test_a_forged_transaction_id_is_replaced_by_the_writers_own():
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, transaction_id) "
-            "VALUES (%s, 'Thing', 'Made', '{}', 1, '1'::xid8) RETURNING transaction_id::text, pg_current_xact_id()::text",
+            "VALUES (%s, 'Thing', 'Made', '{}', 1, '1'::xid8) "
+            "RETURNING transaction_id::text, pg_current_xact_id()::text",
             [aggregate],
         )
         stored, own = cursor.fetchone()
@@ -171,7 +174,9 @@ def test_a_temporary_snapshots_table_does_not_fool_the_loader(history):
             "VALUES (%s, 'Thing', 3, 1, '{\"forged\": true}', now())",
             [history],
         )
-        cursor.execute("SELECT event_type, payload::text FROM events_load(%s, 1, 100, NULL) WHERE version > 0", [history])
+        cursor.execute(
+            "SELECT event_type, payload::text FROM events_load(%s, 1, 100, NULL) WHERE version > 0", [history]
+        )
         loaded = cursor.fetchall()
     assert [event_type for event_type, _ in loaded] == ["Made", "Painted", "Sold"]
 
@@ -197,7 +202,9 @@ def insert_dated(aggregate_id, version, created_at_sql):
     )
 
 
-@pytest.mark.parametrize("created_at", ["clock_timestamp() - interval '1 day'", "clock_timestamp() + interval '1 hour'"])
+@pytest.mark.parametrize(
+    "created_at", ["clock_timestamp() - interval '1 day'", "clock_timestamp() + interval '1 hour'"]
+)
 def test_the_application_role_cannot_date_an_event_away_from_the_clock(outsider, created_at):
     error = rejected(*insert_dated(new_id(), 1, created_at))
     assert "is not within 5 seconds of the database clock" in str(error)

@@ -8,17 +8,13 @@ import pytest
 from django.db import transaction
 
 from eventstore.store import START, ConcurrencyConflict, NewEvent, Position
-from tests.support import new_id, run_threads
+from tests.support import insert_event, new_id, run_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def insert(conn, aggregate, version):
-    conn.execute(
-        "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version) "
-        "VALUES (%s, 'Thing', 'Made', '{}', %s) RETURNING id",
-        [aggregate, version],
-    )
+    insert_event(aggregate, "Made", {}, version=version, aggregate_type="Thing", connection=conn)
 
 
 def read_everything(store, position=START, mine=None):

@@ -55,7 +55,8 @@ def acl(table):
     """The table's grants and each column's, as sorted text."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT NULL, array(SELECT item::text FROM unnest(relacl) item ORDER BY 1) FROM pg_class WHERE oid = %s::regclass "
+            "SELECT NULL, array(SELECT item::text FROM unnest(relacl) item ORDER BY 1) "
+            "FROM pg_class WHERE oid = %s::regclass "
             "UNION ALL SELECT attname, array(SELECT item::text FROM unnest(attacl) item ORDER BY 1) FROM pg_attribute "
             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
             [table, table],
@@ -134,4 +135,6 @@ def test_owner_app_and_runner_each_do_their_part_through_a_rebuild(roles):
     assert "accounts: ok" in out.getvalue() and "daily_statements: ok" in out.getvalue()
     call_command("verify_event_store", stdout=out)
     assert "event store ok" in out.getvalue()
-    assert Account.objects.get(account_id=first.id).balance == Account.objects.get(account_id=second.id).balance == 9_250
+    assert (
+        Account.objects.get(account_id=first.id).balance == Account.objects.get(account_id=second.id).balance == 9_250
+    )
