@@ -333,7 +333,18 @@ def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: st
     command still in flight waits, so each committed event is visible here and
     each uncommitted one will write the new table after the swap. Asynchronous
     ones are written only by their runner, which waits on the checkpoint row.
+    An event it cannot apply undoes the swap; the stop is recorded on the rebuild's
+    checkpoint (which stays where it was), as a step records it.
     """
+    try:
+        _swap_now(projection, shadow, rebuild_checkpoint)
+    except ProjectionStopped as stopped:
+        with transaction.atomic():
+            _record_stop(checkpoint(rebuild_checkpoint, lock=True), stopped)
+        raise
+
+
+def _swap_now(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: str) -> None:
     with transaction.atomic():
         row = checkpoint(rebuild_checkpoint, lock=True)
         live_row = None if projection.inline else checkpoint(projection.name, lock=True)

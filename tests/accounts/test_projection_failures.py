@@ -195,6 +195,7 @@ def test_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_from_there_once_i
     broken = AccountFactory(initial_deposit=100)
     bad = tamper(broken.id, "Withdrawn", {"amount": 500, "schema_version": 2})  # more than the balance
     AccountFactory(initial_deposit=9)
+    settle()  # so that the steps, not the swap, meet the bad event
     with pytest.raises(CommandError) as caught:
         call_command("rebuild_projections", "accounts", "--chunk", "100", stdout=io.StringIO(), stderr=io.StringIO())
     message = str(caught.value)  # the reason: the balance would go below zero (the rules or the table's CHECK)
@@ -210,6 +211,25 @@ def test_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_from_there_once_i
     assert projections.rebuild(account_projection, progress=resumed)
     assert resumed.total == Event.objects.filter(id__gt=row.event_id).count()  # resumed, not started over
     assert projections.verify(account_projection) == []
+
+
+def test_an_event_only_the_swap_meets_undoes_the_swap_and_is_recorded_on_the_rebuild(tamper, monkeypatch):
+    broken = AccountFactory(initial_deposit=100)
+    settle()
+    original, planted = projections._step, []
+
+    def step_then_plant(*args, **kwargs):
+        applied = original(*args, **kwargs)
+        if not planted and applied < kwargs["limit"]:  # the last step: the swap comes next
+            planted.append(tamper(broken.id, "Withdrawn", {"amount": 500, "schema_version": 2}))
+        return applied
+
+    monkeypatch.setattr(projections, "_step", step_then_plant)
+    with pytest.raises(projections.ProjectionStopped):
+        projections.rebuild(account_projection)
+    row = projections.ProjectionCheckpoint.objects.get(name="accounts__rebuild")
+    assert row.failed_event_id == planted[0] and row.failure.startswith("stopped at event")
+    assert Account.objects.get(account_id=broken.id).balance == 100  # the live table was not swapped
 
 
 # --- verify_projections ---------------------------------------------------------------------
