@@ -17,6 +17,7 @@ env = environ.Env(
     DEBUG=(bool, True),
     ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
     EVENTSTORE_SNAPSHOT_EVERY=(int, 100),
+    EVENTSTORE_RECENT_STATES=(int, 10_000),
     DEFAULT_CURRENCY=(str, "EUR"),
     ACCOUNT_AMOUNT_CEILING=(int, 10**13),
     WEB_LOCK_TIMEOUT_MS=(int, 3_000),
@@ -38,6 +39,8 @@ def database(url: str) -> dict:
 
 
 EVENTSTORE_SNAPSHOT_EVERY = env("EVENTSTORE_SNAPSHOT_EVERY")
+# How many aggregates' states each process keeps from its own commands (0: none).
+EVENTSTORE_RECENT_STATES = env("EVENTSTORE_RECENT_STATES")
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY")
 # Every amount a command moves must be below this many minor units.
 ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")

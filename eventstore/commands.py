@@ -157,6 +157,11 @@ class Unit:
                 projection.apply(relevant, projection.live())
         return [change.after for change in self._changes]
 
+    def _committed(self) -> None:
+        """Keep the states the command left, now that they are in the log (see snapshots.Recent)."""
+        for change in self._changes:
+            snapshots.recent.keep(change.aggregate, change.after)
+
     def _result(self) -> dict[str, Any]:
         """What the command log keeps of the outcome: each recorded aggregate's type, id and version after."""
         return {"aggregates": [[c.aggregate.type, str(c.after.id), c.after.version] for c in self._changes]}
@@ -238,14 +243,16 @@ def check_key(key: object) -> str:
         raise InvalidIdempotencyKey(f"An idempotency key must be at most {MAX_KEY_LENGTH} characters.")
     if not key.isprintable():
         raise InvalidIdempotencyKey("An idempotency key must be printable text, without control characters.")
-    if any("\ud800" <= ch <= "\udfff" for ch in key):
-        raise InvalidIdempotencyKey("An idempotency key must be valid text (it has a lone surrogate).")
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise InvalidIdempotencyKey("An idempotency key must be valid text (it has a lone surrogate).") from None
     return key
 
 
-def namespaced(key: str) -> str:
+def namespaced(key: str, metadata: dict[str, Any] | None = None) -> str:
     """The key as stored: prefixed by whoever is acting, so keys never cross between people."""
-    return f"{context.current().get('actor') or 'anonymous'}:{key}"
+    return f"{(metadata or context.current()).get('actor') or 'anonymous'}:{key}"
 
 
 def already_done(keys: Iterable[str]) -> dict[str, list[Any]]:
@@ -304,9 +311,9 @@ def run_command(
     ConcurrencyConflict naming the aggregates when every attempt lost a race.
     Whatever `handle` raises (a rule refusing the command) ends it with nothing stored.
     """
-    key = None if idempotency_key is None else namespaced(check_key(idempotency_key))
-    digest = arguments_hash(command, arguments)
     metadata = context.current()
+    key = None if idempotency_key is None else namespaced(check_key(idempotency_key), metadata)
+    digest = arguments_hash(command, arguments)
     # An explicit causation (the admin's "admin:freeze") says more than a fresh id.
     causation = metadata.get("causation_id") or str(uuid.uuid4())
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -322,6 +329,7 @@ def run_command(
                 states = unit._commit()
                 if key:
                     db.write(_RECORD, [key, command, digest, json.dumps(unit._result())])
+            unit._committed()
             return states
         except DatabaseError as error:
             if key and _key_taken(error):

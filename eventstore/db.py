@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 PRIMARY = DEFAULT_DB_ALIAS
@@ -60,7 +60,22 @@ def wrapper(alias: str = PRIMARY) -> BaseDatabaseWrapper:
     return django_connection
 
 
+class _Command:
+    """The command in progress on this connection: its one cursor, and the writes it holds back."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self.cursor = cursor
+        self.held: list[tuple[str, list[Any]]] = []
+
+
+_command: contextvars.ContextVar[_Command | None] = contextvars.ContextVar("command", default=None)
+
+
 def _run(sql: str, params: Params, fetch: str | None, alias: str) -> Any:
+    command = _command.get() if alias == PRIMARY else None
+    if command is not None:  # psycopg makes a cursor dearly: a command sends everything through one
+        command.cursor.execute(sql, params)
+        return command.cursor.fetchall() if fetch == "all" else command.cursor.fetchone() if fetch else None
     django_connection = wrapper(alias)
     with django_connection.wrap_database_errors, psycopg.Cursor(django_connection.connection) as cursor:
         cursor.execute(sql, params)
@@ -71,25 +86,22 @@ def _run(sql: str, params: Params, fetch: str | None, alias: str) -> Any:
         return None
 
 
-_held: contextvars.ContextVar[list[tuple[str, list[Any]]] | None] = contextvars.ContextVar("held_writes", default=None)
-
-
 def write(sql: str, params: Sequence[Any] = ()) -> None:
     """A data-modifying statement on the primary, whose result nobody reads; inside a command, held back."""
-    held = _held.get()
-    if held is None:
+    command = _command.get()
+    if command is None:
         _run(sql, params, None, PRIMARY)
     else:
-        held.append((sql, list(params)))
+        command.held.append((sql, list(params)))
 
 
 def _flush() -> None:
     """Send the held writes as one statement: all but the last as CTEs of the last."""
-    held = _held.get()
-    if not held:
+    command = _command.get()
+    if command is None or not command.held:
         return
-    *before, (sql, params) = held
-    held.clear()
+    *before, (sql, params) = command.held
+    command.held.clear()
     if before:
         ctes = ", ".join(f"held_{n} AS ({statement})" for n, (statement, _) in enumerate(before))
         sql, params = f"WITH {ctes} {sql}", [value for _, values in before for value in values] + params
@@ -104,6 +116,8 @@ def fetchall(sql: str, params: Params = (), *, alias: str = PRIMARY) -> list[tup
 
 def fetch_each(statements: Sequence[tuple[str, Params]], *, alias: str = PRIMARY) -> list[list[tuple[Any, ...]]]:
     """The rows of each statement, in order; inside a command all are sent before the first is read (one wait)."""
+    if len(statements) == 1:
+        return [fetchall(*statements[0], alias=alias)]
     _flush()
     django_connection = wrapper(alias)
     with django_connection.wrap_database_errors:
@@ -123,47 +137,58 @@ def fetchone(sql: str, params: Params = (), *, alias: str = PRIMARY) -> tuple[An
     return result
 
 
-_IDLE, _INTRANS, _INERROR = (psycopg.pq.TransactionStatus[name] for name in ("IDLE", "INTRANS", "INERROR"))
-# A command's own transaction, or a savepoint inside a test's.
-_OUTERMOST = ("BEGIN", "COMMIT", "ROLLBACK")
-_NESTED = ("SAVEPOINT command_unit", "RELEASE SAVEPOINT command_unit", "ROLLBACK TO SAVEPOINT command_unit")
+_INERROR = psycopg.pq.TransactionStatus.INERROR
+_ABORTED = psycopg.pq.PipelineStatus.ABORTED
+# Inside a test's transaction a command is a savepoint; otherwise the pipeline's
+# implicit transaction: every statement up to the Sync that ends the pipeline.
+_SAVEPOINT, _RELEASE = "SAVEPOINT command_unit", "RELEASE SAVEPOINT command_unit"
+_UNDO = {True: ("ROLLBACK TO SAVEPOINT command_unit", _RELEASE), False: ("ROLLBACK",)}
 
 
 @contextmanager
 def command_transaction() -> Iterator[None]:
-    """One durable transaction on the primary, pipelined: BEGIN with the first read, the writes with COMMIT.
+    """One durable transaction on the primary, in two round trips: the loads, then the writes.
+
+    In pipeline mode, the statements a client sends up to a Sync are one implicit
+    transaction: the loads go out (and are read) with a Flush, the writes with the
+    Sync that ends the pipeline and commits them all, or none. So no BEGIN or
+    COMMIT goes out, and the writer locks the loads took last to that Sync. Django's
+    atomic and psycopg's transaction block would each add round trips.
 
     Durable, as Django's atomic(durable=True) is: a command run inside someone
-    else's transaction could not commit what it promises, so it refuses at once.
-    The transaction block is written out here because psycopg's own waits for
-    the server at BEGIN and again before COMMIT when pipelined: two round trips more.
+    else's transaction could not commit what it promises, so it refuses at once
+    (a test's own transaction aside: there the command is a savepoint).
     """
-    with transaction.atomic(using=PRIMARY, durable=True):
-        django_connection = wrapper(PRIMARY)
-        raw = django_connection.connection
-        outermost = raw.info.transaction_status == _IDLE
-        begin, commit, rollback = _OUTERMOST if outermost else _NESTED
-        if outermost:
-            raw.autocommit = True  # Django's atomic would begin with the first query, and psycopg then waits
+    django_connection = wrapper(PRIMARY)
+    nested = django_connection.in_atomic_block
+    if nested and not getattr(django_connection.atomic_blocks[-1], "_from_testcase", False):
+        raise RuntimeError("A durable atomic block cannot be nested within another atomic block.")
+    raw = django_connection.connection
+    with django_connection.wrap_database_errors:
         try:
-            with django_connection.wrap_database_errors:
+            with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                if nested:
+                    cursor.execute(_SAVEPOINT)
+                token = _command.set(_Command(cursor))
                 try:
-                    with raw.pipeline():
-                        raw.execute(begin)
-                        token = _held.set([])
-                        try:
-                            yield
-                            _flush()
-                        finally:
-                            _held.reset(token)
-                        raw.execute(commit)
+                    yield
+                    _flush()
                 except BaseException:
-                    if raw.info.transaction_status in (_INTRANS, _INERROR):
-                        raw.execute(rollback)
+                    # Undone before the Sync, which would commit what was sent.
+                    if raw.pgconn.pipeline_status != _ABORTED:
+                        for statement in _UNDO[nested]:
+                            cursor.execute(statement)
                     raise
-        finally:
-            if outermost and raw.info.transaction_status == _IDLE:
-                raw.autocommit = False  # as Django's atomic set it, for its own exit
+                finally:
+                    _command.reset(token)
+                if nested:
+                    cursor.execute(_RELEASE)
+        except BaseException:
+            # A statement failed: the server undid the implicit transaction, but not a savepoint.
+            if nested and raw.info.transaction_status == _INERROR:
+                for statement in _UNDO[True]:
+                    raw.execute(statement)
+            raise
 
 
 def conninfo() -> dict[str, Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from datetime import datetime
 from typing import Any, Generic, NamedTuple
 
@@ -50,6 +51,49 @@ _ONLY_NEWER = " WHERE snapshots.version < EXCLUDED.version OR snapshots.schema_v
 
 _NO_LIMIT = 2**31 - 1
 
+# The clock row (with the aggregate's latest version) and the events after a version
+# the reader holds, after the lock if a key is given (the function is in migration 0012).
+_LOAD_AFTER = "SELECT event_type, payload, version, at FROM events_load_after(%s, %s, %s)"
+
+
+class Recent:
+    """The states this process's own commands committed, by aggregate id, the least recently used dropped first.
+
+    A command starts from one and reads only the events written since, instead of
+    decoding the tail after a snapshot again. It is the process's own memory, never
+    a row anyone else can write, so it is trusted as a snapshot is not; and only a
+    committed state goes in (see eventstore.commands). One the log is behind (its
+    transaction was rolled back after all) is noticed at the next load and dropped.
+    """
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[uuid.UUID, tuple[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, aggregate: Aggregate[S], aggregate_id: uuid.UUID) -> S | None:
+        with self._lock:
+            held = self._states.get(aggregate_id)
+            if held is None or held[0] != aggregate.type:
+                return None
+            self._states.move_to_end(aggregate_id)
+            state: S = held[1]
+            return state
+
+    def keep(self, aggregate: Aggregate[S], state: S) -> None:
+        size: int = settings.EVENTSTORE_RECENT_STATES
+        with self._lock:
+            self._states[state.id] = (aggregate.type, state)
+            self._states.move_to_end(state.id)
+            while len(self._states) > size:
+                self._states.popitem(last=False)
+
+    def forget(self, aggregate_id: uuid.UUID) -> None:
+        with self._lock:
+            self._states.pop(aggregate_id, None)
+
+
+recent = Recent()
+
 
 def load(
     aggregate: Aggregate[S],
@@ -87,16 +131,37 @@ def load_each(
 ) -> list[Loaded[S]]:
     """`load` for several aggregates at once: inside a command, one round trip for all of them.
 
-    With `lock`, the locks are taken in the order given: a command locking several
-    aggregates gives them in `lock_key` order, so that two such commands cannot deadlock.
+    With `lock` (a command), the locks are taken in the order given: a command
+    locking several aggregates gives them in `lock_key` order, so that two such
+    commands cannot deadlock. A command also starts from the state this process
+    last committed for an aggregate, when it holds one (`recent`).
     """
     if up_to_version == 0:
         return [Loaded(aggregate.new(aggregate_id), None) for aggregate_id in aggregate_ids]
     up_to = up_to_version or _NO_LIMIT
     schema = None if from_events_only else aggregate.state_schema
-    statements = [(_LOAD, [i, schema, up_to, lock_key(i) if lock else None]) for i in aggregate_ids]
+    held = [recent.get(aggregate, i) if lock and up_to_version is None else None for i in aggregate_ids]
+    statements = [
+        (_LOAD, [i, schema, up_to, lock_key(i) if lock else None]) if state is None
+        else (_LOAD_AFTER, [i, state.version, lock_key(i) if lock else None])
+        for i, state in zip(aggregate_ids, held, strict=True)
+    ]  # fmt: skip
     results = db.fetch_each(statements, alias=alias)
-    return [_folded(aggregate, i, rows, up_to, alias) for i, rows in zip(aggregate_ids, results, strict=True)]
+    loaded = []
+    for i, state, rows in zip(aggregate_ids, held, results, strict=True):
+        if state is not None and rows[0][2] < state.version:  # held from a transaction rolled back after all
+            recent.forget(i)
+            state, rows = None, db.fetchall(_LOAD, [i, schema, up_to, None], alias=alias)
+        loaded.append(_folded(aggregate, i, rows, up_to, alias) if state is None else _after(aggregate, state, rows))
+    return loaded
+
+
+def _after(aggregate: Aggregate[S], state: S, rows: list[tuple[Any, ...]]) -> Loaded[S]:
+    """The held state with the events after it (the rows of events_load_after) folded on."""
+    clock, rows = rows[0][3], rows[1:]
+    upcast = upcasters.upcast
+    events = [(event_type, upcast(event_type, json.loads(data))) for event_type, data, *_ in rows]
+    return Loaded(aggregate.fold(state.id, events, state) if events else state, clock)
 
 
 def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, rows: list[tuple[Any, ...]], up_to: int,

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from accounts import services
-from accounts.domain import STATE_SCHEMA
+from accounts.domain import STATE_SCHEMA, BankAccount
 from eventstore import snapshots
 from eventstore.models import Snapshot
 from eventstore.store import EventStore
@@ -22,6 +22,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def snapshot_every(settings):
     settings.EVENTSTORE_SNAPSHOT_EVERY = 5
+    # Commands would start from the states their process holds (snapshots.recent) and never
+    # read a snapshot row: these tests are about the rows, so the process holds none.
+    settings.EVENTSTORE_RECENT_STATES = 0
     return 5
 
 
@@ -183,3 +186,26 @@ def test_verify_event_store_compares_every_snapshot_with_a_replay(snapshot_every
     assert "snapshots that differ from a replay of their events: 2 FOUND" in report
     assert f"{doctored.id} at version 5" in report and f"{ahead.id} at version 7" in report
     assert str(honest.id) not in report
+
+
+# --- the states a process holds from its own commands ----------------------------------------
+
+
+def test_a_command_starts_from_the_state_its_process_committed_and_reads_only_the_events_since(round_trips):
+    account = AccountFactory(initial_deposit=100)
+    services.deposit(account_id=account.id, amount=5, source="cash")
+    insert_event(account.id, "Deposited", {"amount": 7, "source": "elsewhere", "schema_version": 2})  # another writer
+    with round_trips() as trace:
+        after = services.deposit(account_id=account.id, amount=1, source="cash")
+    assert (after.balance, after.version) == (113, 4)
+    assert trace.sent("events_load_after") and not trace.sent("events_load(")
+    assert after == services.get_account(account.id, from_events_only=True)
+
+
+def test_a_held_state_the_log_is_behind_is_dropped_and_the_account_loaded_from_the_log():
+    account = AccountFactory(initial_deposit=100)
+    rolled_back = BankAccount(account.id, account.owner, "EUR", 10**6, "active", 9)  # as if v9 had been undone
+    snapshots.recent.keep(services.ACCOUNT, rolled_back)
+    after = services.deposit(account_id=account.id, amount=5, source="cash")
+    assert (after.balance, after.version) == (105, 2)
+    assert snapshots.recent.get(services.ACCOUNT, account.id) == after

@@ -145,7 +145,9 @@ def test_every_event_store_function_runs_with_a_fixed_search_path():
             "WHERE n.nspname = 'public' AND p.proname LIKE 'events%%' ORDER BY p.proname"
         )
         functions = dict(cursor.fetchall())
-    assert set(functions) == {"events_check_append", "events_load", "events_notify", "events_reject_change"}
+    assert set(functions) == {
+        "events_check_append", "events_load", "events_load_after", "events_notify", "events_reject_change",
+    }  # fmt: skip
     assert all(config == FIXED_SEARCH_PATH for config in functions.values()), functions
 
 
