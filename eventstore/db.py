@@ -66,6 +66,7 @@ class _Command:
     def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
         self.cursor = cursor
         self.held: list[tuple[str, list[Any]]] = []
+        self.wrote = False  # whether writes went out before the end (a read inside the command flushed them)
 
 
 _command: contextvars.ContextVar[_Command | None] = contextvars.ContextVar("command", default=None)
@@ -102,6 +103,7 @@ def _flush() -> None:
         return
     *before, (sql, params) = command.held
     command.held.clear()
+    command.wrote = True
     if before:
         ctes = ", ".join(f"held_{n} AS ({statement})" for n, (statement, _) in enumerate(before))
         sql, params = f"WITH {ctes} {sql}", [value for _, values in before for value in values] + params
@@ -169,13 +171,15 @@ def command_transaction() -> Iterator[None]:
             with raw.pipeline(), psycopg.Cursor(raw) as cursor:
                 if nested:
                     cursor.execute(_SAVEPOINT)
-                token = _command.set(_Command(cursor))
+                command = _Command(cursor)
+                token = _command.set(command)
                 try:
                     yield
                     _flush()
                 except BaseException:
-                    # Undone before the Sync, which would commit what was sent.
-                    if raw.pgconn.pipeline_status != _ABORTED:
+                    # Undone before the Sync, which would commit what was sent. Reads and locks
+                    # alone commit harmlessly, and ROLLBACK outside a block is a WARNING in the server's log.
+                    if raw.pgconn.pipeline_status != _ABORTED and (nested or command.wrote):
                         for statement in _UNDO[nested]:
                             cursor.execute(statement)
                     raise

@@ -38,6 +38,7 @@ class Aggregate(Generic[S]):
     event_types: frozenset[str]
     # (aggregate id, [(event type, current-schema payload)], state to start from or None) -> state.
     # Raises for an event it cannot fold (the store reports the version; it never guesses).
+    # Leaves the start state as it was: the store folds onto states it holds (snapshots.recent).
     fold: Callable[[uuid.UUID, Iterable[tuple[str, dict[str, Any]]], S | None], S]
     # The snapshot codec: a state as JSON and back. `from_snapshot` raises ValueError
     # (or KeyError, TypeError) for a state that is not this aggregate's shape.

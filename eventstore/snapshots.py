@@ -7,6 +7,7 @@ and it never trusts a snapshot that disagrees with its row or with the log.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import threading
@@ -73,7 +74,7 @@ class Recent:
     def get(self, aggregate: Aggregate[S], aggregate_id: uuid.UUID) -> S | None:
         with self._lock:
             held = self._states.get(aggregate_id)
-            if held is None or held[0] != aggregate.type:
+            if held is None or held[0] != aggregate.type or not settings.EVENTSTORE_RECENT_STATES:
                 return None
             self._states.move_to_end(aggregate_id)
             state: S = held[1]
@@ -81,8 +82,9 @@ class Recent:
 
     def keep(self, aggregate: Aggregate[S], state: S) -> None:
         size: int = settings.EVENTSTORE_RECENT_STATES
+        held = copy.copy(state)  # a caller may change the state it was given; the held one stays as committed
         with self._lock:
-            self._states[state.id] = (aggregate.type, state)
+            self._states[state.id] = (aggregate.type, held)
             self._states.move_to_end(state.id)
             while len(self._states) > size:
                 self._states.popitem(last=False)

@@ -142,7 +142,7 @@ def test_a_snapshot_naming_another_account_is_ignored_and_the_deposit_lands_wher
         (1, lambda account: account.to_snapshot() | {"version": 2}),  # disagrees with its row
     ],
 )
-def test_an_untrustworthy_snapshot_is_ignored_and_commands_keep_working(version, state, caplog):
+def test_an_untrustworthy_snapshot_is_ignored_and_commands_keep_working(version, state, caplog, snapshot_every):
     account = AccountFactory(initial_deposit=100)
     plant_snapshot(account.id, version, state(services.get_account(account.id)))
     assert services.get_account(account.id).balance == 100

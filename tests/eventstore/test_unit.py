@@ -18,6 +18,7 @@ from eventstore.commands import Unit, run_command
 from eventstore.models import CommandLog, Snapshot
 from eventstore.store import EventStore, NewEvent
 from eventstore.upcasting import upcasters
+from tests.support import without_trigger
 
 pytestmark = pytest.mark.django_db
 
@@ -95,7 +96,7 @@ TALLY_AGGREGATE = registry.Aggregate(
 
 @pytest.fixture
 def tally(monkeypatch):
-    """The tally registered for one test (and its table made inside the test's transaction)."""
+    """The tally registered for one test, and its read model's table."""
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TABLE test_tally_totals (tally_id uuid PRIMARY KEY, total bigint, version int, events_seen int)"
@@ -105,6 +106,10 @@ def tally(monkeypatch):
     yield TALLY_AGGREGATE
     del registry.aggregates[TALLY]
     del upcasters._steps[("Counted", 1)]
+    # A transactional test commits: take its table and its tallies' events away again.
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE test_tally_totals")
+    without_trigger("events_no_delete", "DELETE FROM events WHERE aggregate_type = %s", [TALLY])
 
 
 def add(tally_id, by, *, key=None, new=False):
@@ -201,3 +206,19 @@ def test_an_aggregates_events_are_recorded_in_one_call(tally):
 def test_registering_an_aggregate_type_twice_is_refused(tally):
     with pytest.raises(ValueError, match="already registered"):
         registry.register_aggregate(tally)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_refused_after_a_write_went_out_leaves_nothing_behind(tally, monkeypatch):
+    tally_id = uuid.uuid4()
+    add(tally_id, 1, new=True)
+    original = TallyTotals.apply
+
+    def apply_then_fail(self, events, tables):
+        original(self, events, tables)  # its read sent the command's events first
+        raise BelowZero("refused after the events went out")
+
+    monkeypatch.setattr(TallyTotals, "apply", apply_then_fail)
+    with pytest.raises(BelowZero):
+        add(tally_id, 1)
+    assert [e.version for e in EventStore().load(tally_id)] == [1]
