@@ -49,7 +49,6 @@ from eventstore.store import (
     RecordedEvent,
     as_uuid,
     is_concurrency_conflict,
-    recording_appends,
 )
 
 MAX_ATTEMPTS = 5
@@ -138,10 +137,11 @@ class Unit:
         if not self._changes:
             return []
         moment = self._clock or _now()
+        in_force = context.current()
         recorded: list[RecordedEvent] = []
         for change in self._changes:
             aggregate, before, after = change.aggregate, change.before, change.after
-            metadata = {**context.current(), **change.metadata}
+            metadata = {**in_force, **change.metadata}
             _store.append(before.id, aggregate.type, before.version,
                           [NewEvent(event_type, data) for event_type, data in change.events],
                           metadata=metadata, created_at=moment)  # fmt: skip
@@ -318,12 +318,10 @@ def run_command(
     causation = metadata.get("causation_id") or str(uuid.uuid4())
     for attempt in range(1, MAX_ATTEMPTS + 1):
         unit = Unit()
-        appends: list[tuple[uuid.UUID, int]] = []
         try:
             with (
                 db.command_transaction(),
                 context.metadata_context(correlation_id=metadata["correlation_id"], causation_id=causation),
-                recording_appends() as appends,
             ):
                 handle(unit)
                 states = unit._commit()
@@ -339,7 +337,7 @@ def run_command(
             if not is_concurrency_conflict(error):
                 raise
             if attempt == MAX_ATTEMPTS:
-                raise _gave_up(command, attempt, appends) from error
+                raise _gave_up(command, attempt, unit) from error
             time.sleep(random.uniform(0, 0.005 * 2**attempt))
         except Exception:
             # A refused repeat must still answer with the first result (say, a
@@ -357,11 +355,11 @@ def _replay(previous: CommandLog | None) -> list[Any]:
     return _states(previous.result)
 
 
-def _gave_up(command: str, attempts: int, appends: list[tuple[uuid.UUID, int]]) -> ConcurrencyConflict:
+def _gave_up(command: str, attempts: int, unit: Unit) -> ConcurrencyConflict:
     detail = f"{command} gave up after {attempts} attempts"
-    if not appends:  # lost before it appended anything (a deadlock while locking)
+    if not unit._changes:  # lost before it recorded anything (a deadlock while locking)
         return ConcurrencyConflict(None, None, detail)
-    (first_id, first_version), others = appends[0], appends[1:]
+    (first_id, first_version), *others = [(change.before.id, change.before.version) for change in unit._changes]
     if others:
         detail += "; also " + ", ".join(f"aggregate {i} at version {v}" for i, v in others)
     return ConcurrencyConflict(first_id, first_version, detail)

@@ -7,7 +7,6 @@ and it never trusts a snapshot that disagrees with its row or with the log.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import threading
@@ -82,7 +81,8 @@ class Recent:
 
     def keep(self, aggregate: Aggregate[S], state: S) -> None:
         size: int = settings.EVENTSTORE_RECENT_STATES
-        held = copy.copy(state)  # a caller may change the state it was given; the held one stays as committed
+        # A copy (a fold of nothing): a caller may change the state it was given; the held one stays as committed.
+        held = aggregate.fold(state.id, (), state)
         with self._lock:
             self._states[state.id] = (aggregate.type, held)
             self._states.move_to_end(state.id)

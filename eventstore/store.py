@@ -7,11 +7,10 @@ failed append makes the whole surrounding transaction fail, as a command should.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import uuid
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -44,24 +43,6 @@ class ConcurrencyConflict(Exception):
             f"aggregate {aggregate_id} moved past version {expected_version} "
             f"while this command was deciding{': ' + detail if detail else ''}"
         )
-
-
-# The appends of the command being run, so that a conflict found only when its
-# held-back writes reach the database (at COMMIT, see db.command_transaction) can still name them.
-_appends: contextvars.ContextVar[list[tuple[uuid.UUID, int]] | None] = contextvars.ContextVar(
-    "appends_in_command", default=None
-)
-
-
-@contextmanager
-def recording_appends() -> Iterator[list[tuple[uuid.UUID, int]]]:
-    """Collect (aggregate id, expected version) of every append made inside the block."""
-    appends: list[tuple[uuid.UUID, int]] = []
-    token = _appends.set(appends)
-    try:
-        yield appends
-    finally:
-        _appends.reset(token)
 
 
 class InvalidAppend(ValueError):
@@ -298,8 +279,6 @@ class EventStore:
                 metadata_json = _to_json("metadata", {**context.current(), **(metadata or {})})
             params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset,
                        created_at]  # fmt: skip
-        if (appends := _appends.get()) is not None:
-            appends.append((aggregate_id, expected_version))
         try:
             db.write(insert_statement(len(events)), params)
         except DatabaseError as error:
