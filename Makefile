@@ -55,6 +55,7 @@ soak: install-dev
 # The checks read settings only; they never connect to the database they are given.
 check-deploy: install
 	DJANGO_SETTINGS_MODULE=config.production SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
+		EVENTSTORE_SIGNING_KEYS=k1:$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))') \
 		ALLOWED_HOSTS=bank.example DATABASE_URL=$${DATABASE_URL:-postgres://deploy-check@127.0.0.1:5432/unused} \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 

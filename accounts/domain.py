@@ -105,6 +105,18 @@ class UnreadableEvent(DomainError):
         )
 
 
+class AccountOnHold(UnreadableEvent):
+    """The account's stored history failed its integrity check (a row not signed by this
+    application, or changed since): every command on it is refused until someone investigates."""
+
+    def __init__(self, account_id: uuid.UUID, version: int, reason: str) -> None:
+        self.account_id, self.version, self.event_type = account_id, version, ""
+        self.description = f"Version {version} of account {account_id} failed its integrity check: {reason}."
+        DomainError.__init__(
+            self, f"{self.description} Nothing was done; an administrator must investigate the account's history."
+        )
+
+
 # --- events ---------------------------------------------------------------------
 
 
@@ -396,18 +408,23 @@ class BankAccount:
 
     @classmethod
     def from_events(
-        cls, account_id: uuid.UUID, events: Iterable[tuple[str, dict[str, Any]]], start: BankAccount | None = None
+        cls,
+        account_id: uuid.UUID,
+        events: Iterable[tuple[int, str, dict[str, Any]]],
+        start: BankAccount | None = None,
     ) -> BankAccount:
-        """Fold `events`, given as (event_type, current-schema payload) pairs, onto `start`.
+        """Fold `events`, given as (stored version, event_type, current-schema payload), onto `start`.
 
+        The account's version is the stored version of the last event folded, as
+        in the seed: a version the owner quarantined is skipped, not counted.
         Raises UnreadableEvent, naming the version, for an event that is malformed or
         would break an invariant: stored rows are not trusted blindly.
         """
         account = start.copy() if start is not None else cls(account_id)
         event_type = ""
         try:
-            for event_type, data in events:
-                account._apply(event_type, data)
+            for version, event_type, data in events:
+                account._apply(version, event_type, data)
         except (KeyError, TypeError, ValueError) as error:
             reason = f"no {error}" if isinstance(error, KeyError) else str(error)
             raise UnreadableEvent(account.id, account.version, event_type, reason[:200]) from None
@@ -418,12 +435,15 @@ class BankAccount:
 
     def with_events(self, events: list[Event]) -> BankAccount:
         """The state after the events a command just decided."""
-        return BankAccount.from_events(self.id, [(e.event_type, e.to_data()) for e in events], start=self)
+        pending = [(self.version + n, e.event_type, e.to_data()) for n, e in enumerate(events, start=1)]
+        return BankAccount.from_events(self.id, pending, start=self)
 
-    def _apply(self, event_type: str, data: dict[str, Any]) -> None:
+    def _apply(self, version: int, event_type: str, data: dict[str, Any]) -> None:
         # Payloads, not event objects, and no helper calls: replaying a long history
         # stays a cheap loop. It reads payloads as `amount` and `status_after` do.
-        self.version += 1
+        if version <= self.version:
+            raise ValueError(f"version {version} does not come after version {self.version}")
+        self.version = version
         if event_type in CREDITS:
             self.balance += _amount(data["amount"])
         elif event_type in DEBITS:

@@ -18,7 +18,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from accounts.domain import BankAccount, money_effect
 from accounts.models import Account, DailyStatement
-from eventstore.models import Event, ProjectionCheckpoint
+from eventstore.models import Event, ProjectionCheckpoint, QuarantinedEvent
 
 PAGE_SIZE = 25
 CHART_EVENTS = 200
@@ -86,8 +86,8 @@ def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: i
 
 def account_history(account_id: uuid.UUID, *, up_to_version: int | None = None, before_version: int | None = None,
                     size: int = PAGE_SIZE) -> Page[Event]:  # fmt: skip
-    """The account's events, newest first, one page before `before_version`."""
-    events = Event.objects.filter(aggregate_id=account_id).order_by("-version")
+    """The account's events, newest first, one page before `before_version` (the quarantined ones left out)."""
+    events = _replayed(account_id).order_by("-version")
     if up_to_version is not None:
         events = events.filter(version__lte=up_to_version)
     if before_version is not None:
@@ -110,7 +110,8 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     the chart costs one indexed range read whatever the length of the history.
     """
     events = list(
-        Event.objects.filter(aggregate_id=account.id, version__lte=account.version)
+        _replayed(account.id)
+        .filter(version__lte=account.version)
         .order_by("-version")
         .only("version", "created_at", "event_type", "event_data")[:limit]
     )
@@ -122,11 +123,17 @@ def balance_points(account: BankAccount, *, limit: int = CHART_EVENTS) -> list[C
     return points
 
 
+def _replayed(account_id: uuid.UUID) -> QuerySet[Event]:
+    """The account's events as replay reads them: without those the owner quarantined."""
+    quarantined = QuarantinedEvent.objects.filter(aggregate_id=account_id).values("event_id")
+    return Event.objects.filter(aggregate_id=account_id).exclude(id__in=quarantined)
+
+
 def events_between(
     account_id: uuid.UUID, after_version: int, up_to_version: int, *, limit: int | None = None
 ) -> list[Event]:
     """The account's events after one version up to another, oldest first; at most `limit` of them."""
-    events = Event.objects.filter(aggregate_id=account_id, version__gt=after_version, version__lte=up_to_version)
+    events = _replayed(account_id).filter(version__gt=after_version, version__lte=up_to_version)
     return list(events.order_by("version")[:limit])
 
 

@@ -22,6 +22,7 @@ from accounts.domain import (
     UPCASTERS,
     AccountBusy,
     AccountNotFound,
+    AccountOnHold,
     BankAccount,
     Event,
     InvalidInput,
@@ -35,6 +36,7 @@ from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKe
 # What pages need of the store, they take from here: whether a command was answered
 # from the command log (`with outcome() as seen`), and the race that outlasted every retry.
 from eventstore.commands import outcome as outcome
+from eventstore.integrity import IntegrityHold
 from eventstore.models import MAX_VERSION
 from eventstore.registry import Aggregate
 from eventstore.store import ConcurrencyConflict as ConcurrencyConflict
@@ -80,9 +82,12 @@ def get_account(
     ):
         raise InvalidInput(f"A version must be a whole number from 0 to {MAX_VERSION}, not {version!r}.")
     moment = None if as_of is None else _in_utc(as_of)
-    account: BankAccount = snapshots.load_at(
-        ACCOUNT, account_id, version=version, as_of=moment, from_events_only=from_events_only
-    )
+    try:
+        account: BankAccount = snapshots.load_at(
+            ACCOUNT, account_id, version=version, as_of=moment, from_events_only=from_events_only
+        )
+    except IntegrityHold as hold:
+        raise AccountOnHold(hold.aggregate_id, hold.version, hold.reason) from None
     return account if account.exists else None
 
 
@@ -122,6 +127,8 @@ def _run(command: str, arguments: dict[str, Any], idempotency_key: str | None,
         return commands.run_command(command, arguments=arguments, idempotency_key=idempotency_key, handle=handle)
     except (IdempotencyKeyReused, InvalidIdempotencyKey) as error:
         raise InvalidInput(str(error)) from None
+    except IntegrityHold as hold:
+        raise AccountOnHold(hold.aggregate_id, hold.version, hold.reason) from None
     except Busy:
         raise AccountBusy(
             "The account is busy: another command on it is still running. Nothing was done; try again in a moment."
@@ -232,8 +239,7 @@ def transfer(*, from_account_id: uuid.UUID | str, to_account_id: uuid.UUID | str
 def take_snapshot(account_id: uuid.UUID | str) -> BankAccount:
     """Store the account's current state, replayed from its events, as its snapshot,
     replacing whatever snapshot was there (a cache: it changes no answer)."""
-    account = get_account(account_id, from_events_only=True)
-    if account is None:
+    account: BankAccount = snapshots.take(ACCOUNT, check_account_id(account_id))
+    if not account.exists:
         raise AccountNotFound(f"There is no account {account_id}.")
-    snapshots.save(ACCOUNT, account, replace=True)
     return account

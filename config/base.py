@@ -5,6 +5,7 @@ chosen here: development falls back to an embedded PostgreSQL, production never.
 """
 
 import datetime
+import hashlib
 from pathlib import Path
 
 import environ
@@ -39,6 +40,11 @@ def database(url: str) -> dict:
 
 
 EVENTSTORE_SNAPSHOT_EVERY = env("EVENTSTORE_SNAPSHOT_EVERY")
+# The keys that sign the log, "id:secret,id:secret" (the first signs, all verify; see
+# eventstore.signing). Development derives one from SECRET_KEY; production requires them.
+EVENTSTORE_SIGNING_KEYS = env.str("EVENTSTORE_SIGNING_KEYS", default="") or (
+    "dev:" + hashlib.sha256(b"eventstore signing key\0" + SECRET_KEY.encode()).hexdigest()
+)
 # How many aggregates' states each process keeps from its own commands (0: none).
 EVENTSTORE_RECENT_STATES = env("EVENTSTORE_RECENT_STATES")
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY")

@@ -30,8 +30,13 @@ APPLICATION = {
     # (the position that orders the log); never UPDATE or DELETE.
     "events": (
         "SELECT",
-        "INSERT (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at)",
+        "INSERT (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, "
+        "chain_hash, key_id, mac)",
     ),
+    # What vouches for the unsigned events of before signing, and the events the owner set
+    # aside: both written by the owner alone, read by every load.
+    "event_seal": READ,
+    "event_quarantine": READ,
     # USAGE lets an INSERT take the next id; setval would need UPDATE.
     "events_id_seq": ("USAGE",),
     # A cache the commands upsert.
@@ -66,6 +71,8 @@ APPLICATION = {
 
 RUNNER = {
     "events": READ,
+    "event_seal": NOTHING,
+    "event_quarantine": READ,
     "projection_checkpoints": ("SELECT", "INSERT", "UPDATE"),
     "account_daily_statement": ("SELECT", "INSERT", "UPDATE"),
     "snapshots": NOTHING,

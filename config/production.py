@@ -14,8 +14,10 @@ from config.base import STORAGES, database, env
 
 # The shared settings give development defaults for these; production takes none.
 REQUIRED = {
+    "SECRET_KEY": "a long random string, kept secret",
     "DATABASE_URL": "postgres://USER:PASSWORD@HOST:5432/NAME; production never starts the embedded PostgreSQL",
     "ALLOWED_HOSTS": "the host names the site answers to, comma-separated",
+    "EVENTSTORE_SIGNING_KEYS": "id:secret,...: the keys that sign the log; production never derives one",
 }
 for name, meaning in REQUIRED.items():
     if not os.environ.get(name, "").strip():
@@ -24,6 +26,7 @@ for name, meaning in REQUIRED.items():
 DATABASES = {"default": database(env.str("DATABASE_URL"))}
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
+EVENTSTORE_SIGNING_KEYS = env.str("EVENTSTORE_SIGNING_KEYS")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

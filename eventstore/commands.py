@@ -76,17 +76,28 @@ class DomainEvent(Protocol):
 @dataclass
 class _Change:
     aggregate: Aggregate[Any]
-    before: Any
+    loaded: snapshots.Loaded[Any]  # the state before, with the chain hash the first new event links onto
     events: list[tuple[str, dict[str, Any]]]
     metadata: dict[str, Any]
     after: Any
+    after_hash: bytes = b""  # known once the events are signed, at commit
+
+    @property
+    def before(self) -> Any:
+        return self.loaded.state
+
+    @property
+    def follows(self) -> int:
+        """The version the new events follow: the last one stored (see snapshots.Loaded.stored_version)."""
+        return self.loaded.stored_version
 
 
 class Unit:
     """One command's work: the aggregates it holds, locked, and the events it decided."""
 
     def __init__(self) -> None:
-        self._held: dict[uuid.UUID, tuple[Aggregate[Any], Any]] = {}
+        # Each aggregate held: its type, and its state as loaded (with its chain hash).
+        self._held: dict[uuid.UUID, tuple[Aggregate[Any], snapshots.Loaded[Any]]] = {}
         self._changes: list[_Change] = []
         self._clock: datetime | None = None
 
@@ -101,17 +112,17 @@ class Unit:
         ids = [as_uuid(aggregate_id) for aggregate_id in aggregate_ids]
         # In lock-key order, so that two commands locking the same aggregates cannot deadlock.
         new = sorted(set(ids) - set(self._held), key=snapshots.lock_key)
-        for aggregate_id, (state, clock) in zip(new, snapshots.load_each(aggregate, new, lock=True), strict=True):
-            self._held[aggregate_id] = (aggregate, state)
-            if clock is not None and (self._clock is None or clock > self._clock):
-                self._clock = clock
-        return [self._held[aggregate_id][1] for aggregate_id in ids]
+        for aggregate_id, loaded in zip(new, snapshots.load_each(aggregate, new, lock=True), strict=True):
+            self._held[aggregate_id] = (aggregate, loaded)
+            if loaded.clock is not None and (self._clock is None or loaded.clock > self._clock):
+                self._clock = loaded.clock
+        return [self._held[aggregate_id][1].state for aggregate_id in ids]
 
     def new(self, aggregate: Aggregate[S], aggregate_id: uuid.UUID | str) -> S:
         """A new aggregate this command starts (version 0): its id must be fresh, or the append conflicts."""
         registry.check_registered(aggregate)
         state = aggregate.new(as_uuid(aggregate_id))
-        self._held[state.id] = (aggregate, state)
+        self._held[state.id] = (aggregate, snapshots.Loaded(state, None))
         return state
 
     def record(self, state: S, events: Sequence[DomainEvent], metadata: dict[str, Any] | None = None) -> S:
@@ -121,36 +132,39 @@ class Unit:
         An aggregate's events are recorded in one call: they are appended by one
         statement, whose guard must see each version before the next.
         """
-        if state.id not in self._held or self._held[state.id][1] is not state:
+        if state.id not in self._held or self._held[state.id][1].state is not state:
             raise ValueError(f"record onto the state of {state.id} this unit loaded (or made), as it holds it now")
         if any(change.before.id == state.id for change in self._changes):
             raise ValueError(f"{state.id} already has events recorded in this command: record them all in one call")
-        aggregate = self._held[state.id][0]
+        aggregate, loaded = self._held[state.id]
         pairs = [(event.event_type, event.to_data()) for event in events]
-        after: S = aggregate.fold(state.id, pairs, state)
-        self._changes.append(_Change(aggregate, state, pairs, metadata or {}, after))
-        self._held[state.id] = (aggregate, after)
+        follows = max(loaded.stored_version, state.version)
+        versioned = [(follows + n, event_type, data) for n, (event_type, data) in enumerate(pairs, start=1)]
+        after: S = aggregate.fold(state.id, versioned, state)
+        self._changes.append(_Change(aggregate, loaded, pairs, metadata or {}, after))
+        self._held[state.id] = (aggregate, loaded._replace(state=after))
         return after
 
     def _commit(self) -> list[Any]:
         """Queue the appends, inline projections and due snapshots; the states after, in the order recorded."""
         if not self._changes:
             return []
-        moment = self._clock or _now()
+        moment = self._clock or db.clock()
         in_force = context.current()
         recorded: list[RecordedEvent] = []
         for change in self._changes:
             aggregate, before, after = change.aggregate, change.before, change.after
             metadata = {**in_force, **change.metadata}
-            _store.append(before.id, aggregate.type, before.version,
-                          [NewEvent(event_type, data) for event_type, data in change.events],
-                          metadata=metadata, created_at=moment)  # fmt: skip
+            change.after_hash = _store.append(before.id, aggregate.type, change.follows,
+                                              [NewEvent(event_type, data) for event_type, data in change.events],
+                                              metadata=metadata, created_at=moment,
+                                              previous_hash=change.loaded.chain_hash).chain_hash  # fmt: skip
             recorded += [
-                RecordedEvent(before.id, aggregate.type, event_type, data, metadata, before.version + n, moment)
+                RecordedEvent(before.id, aggregate.type, event_type, data, metadata, change.follows + n, moment)
                 for n, (event_type, data) in enumerate(change.events, start=1)
             ]
             if snapshots.due(aggregate, before.version, after.version):
-                snapshots.save(aggregate, after)
+                snapshots.save(aggregate, after, change.after_hash)
         for projection in projections.inline():
             relevant = [event for event in recorded if event.aggregate_type in projection.aggregate_types]
             if relevant:
@@ -160,18 +174,13 @@ class Unit:
     def _committed(self) -> None:
         """Keep the states the command left, now that they are in the log (see snapshots.Recent)."""
         for change in self._changes:
-            snapshots.recent.keep(change.aggregate, change.after)
+            after = change.after
+            kept = change.loaded._replace(state=after, chain_hash=change.after_hash, stored_version=after.version)
+            snapshots.recent.keep(change.aggregate, kept)
 
     def _result(self) -> dict[str, Any]:
         """What the command log keeps of the outcome: each recorded aggregate's type, id and version after."""
         return {"aggregates": [[c.aggregate.type, str(c.after.id), c.after.version] for c in self._changes]}
-
-
-def _now() -> datetime:
-    row = db.fetchone("SELECT clock_timestamp()")
-    assert row is not None
-    moment: datetime = row[0]
-    return moment
 
 
 class IdempotencyKeyReused(Exception):
@@ -359,7 +368,7 @@ def _gave_up(command: str, attempts: int, unit: Unit) -> ConcurrencyConflict:
     detail = f"{command} gave up after {attempts} attempts"
     if not unit._changes:  # lost before it recorded anything (a deadlock while locking)
         return ConcurrencyConflict(None, None, detail)
-    (first_id, first_version), *others = [(change.before.id, change.before.version) for change in unit._changes]
+    (first_id, first_version), *others = [(change.before.id, change.follows) for change in unit._changes]
     if others:
         detail += "; also " + ", ".join(f"aggregate {i} at version {v}" for i, v in others)
     return ConcurrencyConflict(first_id, first_version, detail)

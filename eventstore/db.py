@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -137,6 +138,14 @@ def fetchone(sql: str, params: Params = (), *, alias: str = PRIMARY) -> tuple[An
     _flush()
     result: tuple[Any, ...] | None = _run(sql, params, "one", alias)
     return result
+
+
+def clock() -> datetime:
+    """The database's clock (not the transaction's start): what events are dated by."""
+    row = fetchone("SELECT clock_timestamp()")
+    assert row is not None
+    moment: datetime = row[0]
+    return moment
 
 
 _INERROR = psycopg.pq.TransactionStatus.INERROR

@@ -48,6 +48,10 @@ class Event(models.Model):
     version = models.IntegerField()
     created_at = models.DateTimeField()
     transaction_id = TransactionIdField(editable=False)
+    # The signature (eventstore.signing); NULL on events stored before signing existed (see Seal).
+    chain_hash = models.BinaryField(null=True)
+    key_id = models.TextField(null=True)  # noqa: DJ001  NULL with the hash: a row the seal covers
+    mac = models.BinaryField(null=True)
 
     class Meta:
         managed = False
@@ -91,6 +95,11 @@ class Snapshot(models.Model):
     schema_version = models.PositiveIntegerField()
     state = models.JSONField()
     taken_at = models.DateTimeField(db_default=Now())
+    # The chain hash of the event at `version`, and the MAC over the snapshot with it
+    # (eventstore.signing.snapshot_content); a snapshot without a valid one is ignored.
+    chain_hash = models.BinaryField(null=True)
+    key_id = models.TextField(null=True)  # noqa: DJ001  NULL: taken before signing existed, never trusted
+    mac = models.BinaryField(null=True)
 
     class Meta:
         db_table = "snapshots"
@@ -152,3 +161,49 @@ class ProjectionCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at ({self.transaction_id}, {self.event_id})"
+
+
+class Seal(models.Model):
+    """One aggregate's chain head when the log was sealed: what vouches for the events stored unsigned.
+
+    Written once, by the owner (`manage.py seal_event_store`); the application may only read it.
+    """
+
+    aggregate_id = models.UUIDField(primary_key=True)
+    aggregate_type = models.TextField()
+    version = models.IntegerField()
+    chain_hash = models.BinaryField()
+    key_id = models.TextField()
+    mac = models.BinaryField()
+    sealed_at = models.DateTimeField(db_default=Now())
+    sealed_by = models.TextField()
+
+    class Meta:
+        db_table = "event_seal"
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.aggregate_type} {self.aggregate_id} sealed at v{self.version}"
+
+
+class QuarantinedEvent(models.Model):
+    """An event the owner set aside: replay skips it and the chain goes on from the event before it.
+
+    Written only by the owner (`manage.py quarantine_event`), with who did it and why;
+    the event itself stays in the log, unchanged.
+    """
+
+    event_id = models.BigIntegerField(primary_key=True)
+    aggregate_id = models.UUIDField(db_index=True)
+    version = models.IntegerField()
+    reason = models.TextField()
+    quarantined_by = models.TextField()
+    quarantined_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "event_quarantine"
+        default_permissions = ("view",)
+        verbose_name = "quarantined event"
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} (version {self.version} of {self.aggregate_id})"

@@ -36,10 +36,11 @@ class Aggregate(Generic[S]):
 
     type: str
     event_types: frozenset[str]
-    # (aggregate id, [(event type, current-schema payload)], state to start from or None) -> state.
+    # (aggregate id, [(stored version, event type, current-schema payload)], state to start from or None)
+    # -> state, whose version is the last event's (versions the owner quarantined are skipped).
     # Raises for an event it cannot fold (the store reports the version; it never guesses).
     # Leaves the start state as it was: the store folds onto states it holds (snapshots.recent).
-    fold: Callable[[uuid.UUID, Iterable[tuple[str, dict[str, Any]]], S | None], S]
+    fold: Callable[[uuid.UUID, Iterable[tuple[int, str, dict[str, Any]]], S | None], S]
     # The snapshot codec: a state as JSON and back. `from_snapshot` raises ValueError
     # (or KeyError, TypeError) for a state that is not this aggregate's shape.
     to_snapshot: Callable[[S], dict[str, Any]]

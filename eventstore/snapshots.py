@@ -17,7 +17,8 @@ from typing import Any, Generic, NamedTuple
 
 from django.conf import settings
 
-from eventstore import db
+from eventstore import db, signing
+from eventstore.integrity import Chain, Row, snapshot_verifies
 from eventstore.registry import Aggregate, S
 from eventstore.store import EventStore
 from eventstore.upcasting import upcasters
@@ -29,31 +30,37 @@ ignored: Counter[str] = Counter()
 
 
 class Loaded(NamedTuple, Generic[S]):
-    """An aggregate's state, and the database's clock once its lock was held."""
+    """An aggregate's state, the database's clock once its lock was held, and its chain head."""
 
     state: S
     clock: datetime | None  # None when the log has nothing for the aggregate (or nothing up to the version asked)
+    chain_hash: bytes = signing.GENESIS  # the chain hash of the state's last event (see eventstore.signing)
+    quarantined: int = 0  # how many of the aggregate's events the owner had quarantined (all skipped)
+    # The last version stored, which the next event follows: the state's own, unless the owner
+    # quarantined the events after it (they stay in the log, skipped).
+    stored_version: int = 0
 
 
-# The clock row, the snapshot row (event_type NULL) and the tail, after the lock
-# if a key is given: one round trip (the function is in migration 0010).
-_LOAD = "SELECT event_type, payload, version, at FROM events_load(%s, %s, %s, %s)"
+# The clock row, the seal row, the snapshot row and the tail, after the lock
+# if a key is given: one round trip (the function is in migration 0013).
+_LOAD = "SELECT * FROM events_load(%s, %s, %s, %s)"
 
 _SAVE = """
-INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at)
-VALUES (%s, %s, %s, %s, %s::jsonb, now())
+INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at, chain_hash, key_id, mac)
+VALUES (%s, %s, %s, %s, %s::jsonb, now(), %s, %s, %s)
 ON CONFLICT (aggregate_id) DO UPDATE
    SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version,
-       state = EXCLUDED.state, taken_at = EXCLUDED.taken_at
+       state = EXCLUDED.state, taken_at = EXCLUDED.taken_at, chain_hash = EXCLUDED.chain_hash,
+       key_id = EXCLUDED.key_id, mac = EXCLUDED.mac
 """
 # A command's snapshot never replaces a newer one; take_snapshots replaces whatever is there.
 _ONLY_NEWER = " WHERE snapshots.version < EXCLUDED.version OR snapshots.schema_version <> EXCLUDED.schema_version"
 
 _NO_LIMIT = 2**31 - 1
 
-# The clock row (with the aggregate's latest version) and the events after a version
-# the reader holds, after the lock if a key is given (the function is in migration 0012).
-_LOAD_AFTER = "SELECT event_type, payload, version, at FROM events_load_after(%s, %s, %s)"
+# The clock row (with the aggregate's latest version), the seal row and the events after
+# a version the reader holds, after the lock if a key is given (migration 0013).
+_LOAD_AFTER = "SELECT * FROM events_load_after(%s, %s, %s)"
 
 
 class Recent:
@@ -67,22 +74,23 @@ class Recent:
     """
 
     def __init__(self) -> None:
-        self._states: OrderedDict[uuid.UUID, tuple[str, Any]] = OrderedDict()
+        self._states: OrderedDict[uuid.UUID, tuple[str, Loaded[Any]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, aggregate: Aggregate[S], aggregate_id: uuid.UUID) -> S | None:
+    def get(self, aggregate: Aggregate[S], aggregate_id: uuid.UUID) -> Loaded[S] | None:
+        """The state held for the aggregate, with its chain hash and quarantine count, if any."""
         with self._lock:
             held = self._states.get(aggregate_id)
             if held is None or held[0] != aggregate.type or not settings.EVENTSTORE_RECENT_STATES:
                 return None
             self._states.move_to_end(aggregate_id)
-            state: S = held[1]
-            return state
+            return held[1]
 
-    def keep(self, aggregate: Aggregate[S], state: S) -> None:
+    def keep(self, aggregate: Aggregate[S], loaded: Loaded[S]) -> None:
         size: int = settings.EVENTSTORE_RECENT_STATES
         # A copy (a fold of nothing): a caller may change the state it was given; the held one stays as committed.
-        held = aggregate.fold(state.id, (), state)
+        state = loaded.state
+        held = loaded._replace(state=aggregate.fold(state.id, (), state))
         with self._lock:
             self._states[state.id] = (aggregate.type, held)
             self._states.move_to_end(state.id)
@@ -144,40 +152,74 @@ def load_each(
     schema = None if from_events_only else aggregate.state_schema
     held = [recent.get(aggregate, i) if lock and up_to_version is None else None for i in aggregate_ids]
     statements = [
-        (_LOAD, [i, schema, up_to, lock_key(i) if lock else None]) if state is None
-        else (_LOAD_AFTER, [i, state.version, lock_key(i) if lock else None])
-        for i, state in zip(aggregate_ids, held, strict=True)
+        (_LOAD, [i, schema, up_to, lock_key(i) if lock else None]) if kept is None
+        else (_LOAD_AFTER, [i, kept.state.version, lock_key(i) if lock else None])
+        for i, kept in zip(aggregate_ids, held, strict=True)
     ]  # fmt: skip
     results = db.fetch_each(statements, alias=alias)
     loaded = []
-    for i, state, rows in zip(aggregate_ids, held, results, strict=True):
-        if state is not None and rows[0][2] < state.version:  # held from a transaction rolled back after all
+    for i, kept, result in zip(aggregate_ids, held, results, strict=True):
+        clock, seal, rows = _heading([Row(*row) for row in result])
+        # Held from a transaction rolled back after all, or from before the owner quarantined an event.
+        if kept is not None and (clock.version < kept.state.version or clock.id != kept.quarantined):
             recent.forget(i)
-            state, rows = None, db.fetchall(_LOAD, [i, schema, up_to, None], alias=alias)
-        loaded.append(_folded(aggregate, i, rows, up_to, alias) if state is None else _after(aggregate, state, rows))
+            kept, (_, seal, rows) = None, _read(i, schema, up_to, alias)
+        if kept is None:
+            loaded.append(_folded(aggregate, i, clock, seal, rows, up_to, alias))
+        else:
+            loaded.append(_after(aggregate, kept, clock, seal, rows))
     return loaded
 
 
-def _after(aggregate: Aggregate[S], state: S, rows: list[tuple[Any, ...]]) -> Loaded[S]:
-    """The held state with the events after it (the rows of events_load_after) folded on."""
-    clock, rows = rows[0][3], rows[1:]
-    upcast = upcasters.upcast
-    events = [(event_type, upcast(event_type, json.loads(data))) for event_type, data, *_ in rows]
-    return Loaded(aggregate.fold(state.id, events, state) if events else state, clock)
+def _read(aggregate_id: uuid.UUID, schema: int | None, up_to: int, alias: str) -> tuple[Row, Row | None, list[Row]]:
+    """events_load again, without the lock (already held): a snapshot was found unusable, say."""
+    return _heading([Row(*row) for row in db.fetchall(_LOAD, [aggregate_id, schema, up_to, None], alias=alias)])
 
 
-def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, rows: list[tuple[Any, ...]], up_to: int,
-            alias: str) -> Loaded[S]:  # fmt: skip
-    """The state the rows of events_load give (the clock row, a snapshot row perhaps, the tail)."""
-    clock, rows = rows[0][3], rows[1:]
-    start = None
-    if rows and rows[0][0] is None:
+def _heading(rows: list[Row]) -> tuple[Row, Row | None, list[Row]]:
+    """The clock row, the seal row (if the aggregate was sealed) and the rest."""
+    clock, rest = rows[0], rows[1:]
+    if rest and rest[0].kind == "seal":
+        return clock, rest[0], rest[1:]
+    return clock, None, rest
+
+
+def _after(aggregate: Aggregate[S], kept: Loaded[S], clock: Row, seal: Row | None, rows: list[Row]) -> Loaded[S]:
+    """The held state with the events after it folded on, each checked."""
+    state = kept.state
+    if not rows:
+        return kept._replace(clock=clock.at, stored_version=max(clock.version, state.version))
+    chain = Chain(state.id, kept.chain_hash, state.version, seal)
+    events = _followed(chain, rows)
+    after = aggregate.fold(state.id, events, state)
+    return Loaded(after, clock.at, chain.close(), kept.quarantined, max(clock.version, after.version))
+
+
+def _followed(chain: Chain, rows: list[Row]) -> list[tuple[int, str, dict[str, Any]]]:
+    """The rows' events, each checked onto `chain`, as the fold takes them (upcast)."""
+    upcast, events = upcasters.upcast, []
+    for row in rows:
+        data = chain.follow(row)  # first: a row that is not what was signed is never interpreted
+        event_type = str(row.event_type)
+        events.append((row.version, event_type, upcast(event_type, data)))
+    return events
+
+
+def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, clock: Row, seal: Row | None, rows: list[Row],
+            up_to: int, alias: str) -> Loaded[S]:  # fmt: skip
+    """The state the rows of events_load give (a snapshot row perhaps, then the tail), each checked."""
+    start, chain = None, Chain(aggregate_id, signing.GENESIS, 0, seal)
+    if rows and rows[0].kind == "snapshot":
         start = _restored(aggregate, aggregate_id, rows[0])
-        rows = rows[1:] if start is not None else db.fetchall(_LOAD, [aggregate_id, None, up_to, None], alias=alias)[1:]
-    upcast = upcasters.upcast
-    events = [(event_type, upcast(event_type, json.loads(data))) for event_type, data, *_ in rows]
+        if start is None:
+            rows = _read(aggregate_id, None, up_to, alias)[2]
+        else:
+            chain = Chain(aggregate_id, bytes(rows[0].chain_hash or b""), start.version, seal)
+            rows = rows[1:]
+    events = _followed(chain, rows)
     state = aggregate.fold(aggregate_id, events, start)
-    return Loaded(state, clock if (events or start is not None) else None)
+    stored = max(clock.version, state.version) if up_to == _NO_LIMIT else state.version
+    return Loaded(state, clock.at if (events or start is not None) else None, chain.close(), clock.id or 0, stored)
 
 
 def load_at(
@@ -199,22 +241,24 @@ def load_at(
     return loaded.state
 
 
-def _restored(aggregate: Aggregate[S], aggregate_id: uuid.UUID, row: tuple[Any, ...]) -> S | None:
+def _restored(aggregate: Aggregate[S], aggregate_id: uuid.UUID, row: Row) -> S | None:
     """The state a snapshot row holds, or None (logged and counted) when the row cannot be trusted."""
-    _, payload, version, event_time = row
     try:
-        start = aggregate.from_snapshot(json.loads(payload))
+        state = json.loads(row.payload or "null")
+        start = aggregate.from_snapshot(state)
         reason = None
-        if start.id != aggregate_id or start.version != version:
+        if not snapshot_verifies(aggregate_id, aggregate.state_schema, row, state):
+            reason = "is not signed by this application"
+        elif start.id != aggregate_id or start.version != row.version:
             reason = "names another aggregate or version"
-        elif event_time is None:
+        elif row.at is None:
             reason = "is ahead of the log"
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         reason = f"does not parse ({type(error).__name__})"
     if reason is None:
         return start
     ignored[reason] += 1
-    logger.warning("snapshot of %s at version %s %s: ignored; replaying from events", aggregate_id, version, reason)
+    logger.warning("snapshot of %s at version %s %s: ignored; replaying from events", aggregate_id, row.version, reason)
     return None
 
 
@@ -223,11 +267,23 @@ def lock_key(aggregate_id: uuid.UUID) -> int:
     return int.from_bytes(aggregate_id.bytes[:8], "big", signed=True)
 
 
-def save(aggregate: Aggregate[S], state: S, *, replace: bool = False) -> None:
-    """Keep `state` as the aggregate's snapshot unless a newer one of this schema exists (or always, with `replace`)."""
+def save(aggregate: Aggregate[S], state: S, chain_hash: bytes, *, replace: bool = False) -> None:
+    """Keep `state` (whose last event's chain hash is `chain_hash`), signed, as the aggregate's
+    snapshot unless a newer one of this schema exists (or always, with `replace`)."""
     statement = _SAVE if replace else _SAVE + _ONLY_NEWER
-    payload = json.dumps(aggregate.to_snapshot(state))
-    db.write(statement, [state.id, aggregate.type, state.version, aggregate.state_schema, payload])
+    snapshot = aggregate.to_snapshot(state)
+    content = signing.snapshot_content(state.id, state.version, aggregate.state_schema, snapshot, chain_hash)
+    key_id, mac = signing.keys().sign(signing.SNAPSHOT, content)
+    db.write(statement, [state.id, aggregate.type, state.version, aggregate.state_schema, json.dumps(snapshot),
+                         chain_hash, key_id, mac])  # fmt: skip
+
+
+def take(aggregate: Aggregate[S], aggregate_id: uuid.UUID) -> S:
+    """Replay the aggregate from its events (each checked) and keep the state as its snapshot, whatever was there."""
+    loaded = load(aggregate, aggregate_id, from_events_only=True)
+    if loaded.state.version:
+        save(aggregate, loaded.state, loaded.chain_hash, replace=True)
+    return loaded.state
 
 
 def every(aggregate: Aggregate[Any]) -> int:

@@ -19,7 +19,8 @@ import psycopg
 from django.db import DatabaseError, transaction
 from psycopg.types.datetime import TimestamptzLoader
 
-from eventstore import context, db
+from eventstore import context, db, signing
+from eventstore.integrity import Row
 from eventstore.upcasting import upcasters
 
 UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
@@ -111,10 +112,22 @@ COLUMNS = (
 )
 
 _INSERT = (
-    "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) VALUES "
+    "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, "
+    "chain_hash, key_id, mac) VALUES "
 )
-# Without a time from the writer, the column's default: the transaction's start.
-_ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s, COALESCE(%s::timestamptz, now()))"
+_ROW = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s)"
+
+NOT_QUARANTINED = "NOT EXISTS (SELECT 1 FROM event_quarantine q WHERE q.event_id = events.id)"
+
+# The events up to a version (quarantined ones skipped), for the chain head a direct append follows.
+_UP_TO = "SELECT * FROM events_load(%s, NULL, %s, NULL)"
+
+
+class Head(NamedTuple):
+    """Where an aggregate's history ends after an append: its version and that event's chain hash."""
+
+    version: int
+    chain_hash: bytes
 
 
 def insert_statement(count: int) -> str:
@@ -153,11 +166,12 @@ def stream(start: Position = START, *, until: Position | None = None, horizon: b
     The one reader of the whole log: projections, their rebuild and verification,
     read_all and the checks all come through here. Each aggregate's events come in
     version order (the insert guard sees to it), and resuming from the position of
-    the last event read never skips a committed event. Runs inside a transaction
+    the last event read never skips a committed event. The events the owner
+    quarantined are skipped, as every replay skips them. Runs inside a transaction
     (a server-side cursor lives in one); close the iterator to free the cursor early.
     """
     where, params = after(Position(*start), until=until, horizon=horizon)
-    query = f"SELECT {COLUMNS} FROM events WHERE {where} {GLOBAL_ORDER}"
+    query = f"SELECT {COLUMNS} FROM events WHERE {where} AND {NOT_QUARANTINED} {GLOBAL_ORDER}"
     if limit is not None:
         query += " LIMIT %s"
         params.append(limit)
@@ -223,6 +237,35 @@ def _to_json(what: str, value: object) -> str:
     return text
 
 
+def _transaction_start() -> datetime:
+    """now(): the time the column's default would give, for a writer that gave none."""
+    row = db.fetchone("SELECT now()")
+    assert row is not None
+    moment: datetime = row[0]
+    return moment
+
+
+def chain_head(aggregate_id: uuid.UUID, version: int) -> bytes:
+    """The chain hash of the aggregate at `version`: stored, or worked out over the events stored unsigned."""
+    events = [Row(*row) for row in db.fetchall(_UP_TO, [aggregate_id, version]) if row[0] is None]
+    if events and events[-1].chain_hash is not None:
+        return bytes(events[-1].chain_hash)
+    chain = signing.GENESIS
+    for row in events:
+        metadata = None if row.metadata is None else json.loads(row.metadata)
+        content = signing.event_content(
+            aggregate_id,
+            row.aggregate_type or "",
+            row.version,
+            row.event_type or "",
+            json.loads(row.payload or "null"),
+            metadata,
+            row.at or datetime.min,
+        )
+        chain = signing.link(chain, content)
+    return chain
+
+
 def is_concurrency_conflict(error: Exception) -> bool:
     """Is this database error a lost race (duplicate version, serialization failure, deadlock)?"""
     cause = error.__cause__
@@ -244,13 +287,20 @@ class EventStore:
         events: Sequence[NewEvent],
         metadata: dict[str, Any] | None = None,
         created_at: datetime | None = None,
-    ) -> int:
-        """Store `events` as versions expected_version+1.. of the aggregate; return the new version.
+        previous_hash: bytes | None = None,
+    ) -> Head:
+        """Store `events`, signed, as versions expected_version+1.. of the aggregate; return its new head.
 
         `created_at` is the events' time: a command gives the database's clock read
         once it held the aggregate's lock (see commands.Unit.load), so
         that it never comes before the aggregate's previous event; the guard
-        refuses one that does, or one far from the database's clock.
+        refuses one that does, or one far from the database's clock. Without it,
+        the database's clock is read first.
+
+        `previous_hash` is the chain hash of version `expected_version`, which the
+        first new event links onto (see eventstore.signing): a command gives the one
+        its verified load ended on. Without it, it is read from the log, unchecked:
+        only a command decides on verified state.
 
         All or none, in one statement, inside the caller's transaction if there is
         one (a failure then leaves that transaction to roll back). `metadata` is laid
@@ -268,17 +318,28 @@ class EventStore:
         events = list(events)
         if not events:
             raise InvalidAppend("append needs at least one event")
-        params: list[Any] = []
-        metadata_json = None
-        for offset, event in enumerate(events, start=1):
+        payloads = []
+        for event in events:
             if not isinstance(event, NewEvent):
                 raise InvalidAppend(f"events must be NewEvent instances, got {type(event).__name__}")
             event_type = _check_name("event type", event.event_type)
-            payload = _to_json(f"data of {event_type}", event.data)
-            if metadata_json is None:
-                metadata_json = _to_json("metadata", {**context.current(), **(metadata or {})})
-            params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, expected_version + offset,
-                       created_at]  # fmt: skip
+            payloads.append((event_type, event.data, _to_json(f"data of {event_type}", event.data)))
+        merged = {**context.current(), **(metadata or {})}
+        metadata_json = _to_json("metadata", merged)
+        moment = created_at or _transaction_start()
+        chain = previous_hash or (
+            signing.GENESIS if expected_version == 0 else chain_head(aggregate_id, expected_version)
+        )
+        keys = signing.keys()
+        params: list[Any] = []
+        for version, (event_type, data, payload) in enumerate(payloads, start=expected_version + 1):
+            try:
+                chain, key_id, mac = signing.sign_event(keys, chain, aggregate_id, aggregate_type, version, event_type,
+                                                        data, merged, moment)  # fmt: skip
+            except signing.UnsignableValue as error:
+                raise InvalidAppend(f"{event_type} cannot be signed exactly: {error}") from None
+            params += [aggregate_id, aggregate_type, event_type, payload, metadata_json, version, moment,
+                       chain, key_id, mac]  # fmt: skip
         try:
             db.write(insert_statement(len(events)), params)
         except DatabaseError as error:
@@ -287,7 +348,7 @@ class EventStore:
                     aggregate_id, expected_version, str(error.__cause__).splitlines()[0]
                 ) from error
             raise
-        return expected_version + len(events)
+        return Head(expected_version + len(events), chain)
 
     def load(
         self,

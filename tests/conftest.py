@@ -53,8 +53,9 @@ def round_trips(tmp_path):
 
 @pytest.fixture
 def tamper():
-    """Insert an event straight into the log, as anyone holding the application's role could:
-    tamper(account_id, event_type, data, **options) takes support.insert_event's options.
+    """Insert an event straight into the log past the services' rules, signed as the application
+    signs (a malformed or rule-breaking row of its own): tamper(account_id, event_type, data,
+    **options) takes support.insert_event's options (signed=False: a row without the keys).
 
     Django never empties the log between tests, so the tampered accounts' events go afterwards.
     """

@@ -18,6 +18,7 @@ import pytest
 from django.db import connection as default_connection
 from django.db import connections
 
+from eventstore import signing, snapshots, store
 from eventstore.store import NewEvent
 from tests.factories import PASSWORD
 
@@ -40,32 +41,72 @@ def new_events(*types, **data):
 
 
 def insert_event(aggregate_id, event_type, data, *, version=None, aggregate_type="BankAccount", metadata=None,
-                 created_at=None, connection=None) -> int:  # fmt: skip
+                 created_at=None, connection=None, signed=True) -> int:  # fmt: skip
     """Write one row into `events` by SQL, past the services and their rules, and return its id.
 
     For planting what the services never write: an unreadable or rule-breaking event, an old
     one, or one from a writer that bypassed the account's lock. The guard triggers still
     judge the row. `version` defaults to the aggregate's next; `created_at` to the database's
-    clock at the insert (so, like a command's events, never before the version it follows);
-    `metadata` to NULL. `connection` is Django's default one unless a psycopg connection is
-    given (another session: one that holds a lock, or races a command).
+    clock (so, like a command's events, never before the version it follows); `metadata` to
+    NULL. `signed` signs it with the application's key onto the chain as stored (a row the
+    application wrote, past its rules); unsigned, it is what someone holding the database role
+    but not the keys could write. `connection` is Django's default one unless a psycopg
+    connection is given (another session: one that holds a lock, or races a command).
     """
+    aggregate_id = uuid.UUID(str(aggregate_id))
     with (connection or default_connection).cursor() as cursor:
         cursor.execute(
-            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) "
-            "VALUES (%(aggregate_id)s, %(aggregate_type)s, %(event_type)s, %(data)s::jsonb, %(metadata)s::jsonb, "
-            "        COALESCE(%(version)s::integer, "
-            "                 (SELECT COALESCE(max(version), 0) + 1 FROM events "
-            "                   WHERE aggregate_id = %(aggregate_id)s)), "
-            "        COALESCE(%(created_at)s::timestamptz, clock_timestamp())) "
-            "RETURNING id",
-            {
-                "aggregate_id": aggregate_id, "aggregate_type": aggregate_type, "event_type": event_type,
-                "data": json.dumps(data), "metadata": None if metadata is None else json.dumps(metadata),
-                "version": version, "created_at": created_at,
-            },
+            "SELECT COALESCE(max(version), 0) + 1, clock_timestamp() FROM events WHERE aggregate_id = %s",
+            [aggregate_id],
+        )
+        next_version, clock = cursor.fetchone()
+        version = next_version if version is None else version
+        created_at = clock if created_at is None else created_at
+        signature = (None, None, None)
+        if signed:
+            cursor.execute("SELECT chain_hash FROM events WHERE aggregate_id = %s AND version = %s",
+                           [aggregate_id, version - 1])  # fmt: skip
+            previous = (cursor.fetchone() or [signing.GENESIS])[0] or store.chain_head(aggregate_id, version - 1)
+            signature = signing.sign_event(signing.keys(), previous, aggregate_id, aggregate_type, version,
+                                           event_type, data, metadata, created_at)  # fmt: skip
+    with (connection or default_connection).cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, "
+            "                    chain_hash, key_id, mac) "
+            "VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s) RETURNING id",
+            [aggregate_id, aggregate_type, event_type, json.dumps(data),
+             None if metadata is None else json.dumps(metadata), version, created_at, *signature],
         )  # fmt: skip
         return cursor.fetchone()[0]
+
+
+def resign(aggregate_id):
+    """Sign the aggregate's history and snapshot again as they now stand, as someone holding both the
+    owner's role and the signing keys could (a test's repair after changing rows by hand)."""
+    keys, chain, heads = signing.keys(), signing.GENESIS, {}
+    with default_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, aggregate_type, version, event_type, event_data::text, metadata::text, created_at "
+            "FROM events WHERE aggregate_id = %s ORDER BY version",
+            [aggregate_id],
+        )
+        for event_id, aggregate_type, version, event_type, data, metadata, created_at in cursor.fetchall():
+            metadata = None if metadata is None else json.loads(metadata)
+            chain, key_id, mac = signing.sign_event(keys, chain, aggregate_id, aggregate_type, version, event_type,
+                                                    json.loads(data), metadata, created_at)  # fmt: skip
+            heads[version] = chain
+            without_trigger(
+                "events_no_update", "UPDATE events SET chain_hash = %s, key_id = %s, mac = %s WHERE id = %s",
+                [chain, key_id, mac, event_id],
+            )  # fmt: skip
+        cursor.execute("SELECT version, schema_version, state::text FROM snapshots WHERE aggregate_id = %s",
+                       [aggregate_id])  # fmt: skip
+        for version, schema, state in cursor.fetchall():
+            content = signing.snapshot_content(aggregate_id, version, schema, json.loads(state), heads[version])
+            key_id, mac = keys.sign(signing.SNAPSHOT, content)
+            cursor.execute("UPDATE snapshots SET chain_hash = %s, key_id = %s, mac = %s WHERE aggregate_id = %s",
+                           [heads[version], key_id, mac, aggregate_id])  # fmt: skip
+    snapshots.recent.forget(uuid.UUID(str(aggregate_id)))
 
 
 def without_trigger(trigger, statement, params=()):

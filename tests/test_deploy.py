@@ -14,6 +14,7 @@ def test_manage_py_check_deploy_is_clean_under_production_settings():
         "DJANGO_SETTINGS_MODULE": "config.production",
         "SECRET_KEY": "a-long-random-secret-for-this-test-only-" + "x" * 40,
         "ALLOWED_HOSTS": "bank.example",
+        "EVENTSTORE_SIGNING_KEYS": "k1:" + "a-signing-secret-for-this-test-only-" * 2,
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -58,3 +59,28 @@ def test_production_without_allowed_hosts_stops_instead_of_taking_the_developmen
     )
     assert result.returncode != 0
     assert "config.production needs ALLOWED_HOSTS" in result.stderr
+
+
+def production(**environment: str) -> dict[str, str]:
+    """The environment of a production process: this one's, but for the given variables (empty: unset)."""
+    env = {k: v for k, v in os.environ.items() if k not in environment and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env |= {"DJANGO_SETTINGS_MODULE": "config.production", "SECRET_KEY": "s" * 60, "ALLOWED_HOSTS": "bank.example"}
+    return env | {name: value for name, value in environment.items() if value}
+
+
+def test_production_refuses_to_start_without_signing_keys_instead_of_deriving_them():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=production(EVENTSTORE_SIGNING_KEYS=""),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "config.production needs EVENTSTORE_SIGNING_KEYS" in result.stderr
+
+
+def test_malformed_signing_keys_stop_the_start_saying_what_is_wrong():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=production(EVENTSTORE_SIGNING_KEYS="k1:short"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "the secret of key 'k1' must be at least 32 characters" in result.stderr

@@ -69,6 +69,7 @@ def test_production_cookies_are_secure_and_http_only_and_https_is_enforced():
         "DJANGO_SETTINGS_MODULE": "config.production",
         "SECRET_KEY": "x" * 60,
         "ALLOWED_HOSTS": "bank.example",
+        "EVENTSTORE_SIGNING_KEYS": "k1:" + "y" * 40,
     }
     code = (
         "import django; django.setup(); from django.conf import settings as s; "

@@ -35,7 +35,7 @@ def test_events_round_trip_through_their_payload_with_a_schema_version(event):
 def test_replay_folds_events_and_commands_do_not_mutate():
     account_id = uuid.uuid4()
     opened = BankAccount.open(account_id, owner="Ada", currency="eur", initial_deposit=10)
-    account = BankAccount.from_events(account_id, [(e.event_type, e.to_data()) for e in opened])
+    account = BankAccount.from_events(account_id, [(1, e.event_type, e.to_data()) for e in opened])
     events = account.deposit(amount=5, source="cash")
     assert (account.balance, account.version, account.currency) == (10, 1, "EUR")
     after = account.with_events(events)
@@ -61,7 +61,7 @@ def test_schema_one_amounts_that_are_not_two_decimal_strings_are_refused(text):
     opened = BankAccount.open(uuid.uuid4(), owner="A", currency="EUR", initial_deposit=10**6)
     with pytest.raises(domain.UnreadableEvent, match="Version 2 of account .* cannot be read: the amount"):
         BankAccount.from_events(
-            opened[0].account_id, [(e.event_type, e.to_data()) for e in opened] + [("Withdrawn", upcast)]
+            opened[0].account_id, [(1, e.event_type, e.to_data()) for e in opened] + [(2, "Withdrawn", upcast)]
         )
 
 

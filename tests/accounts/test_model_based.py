@@ -155,7 +155,9 @@ class Bank(RuleBasedStateMachine):
         rows = {row.account_id: row for row in Account.objects.filter(account_id__in=list(self.model))}
         for account_id, expected in self.model.items():
             loaded = services.get_account(account_id)
-            full = BankAccount.from_events(account_id, [(e.event_type, e.data) for e in store.load(account_id)])
+            full = BankAccount.from_events(
+                account_id, [(e.version, e.event_type, e.data) for e in store.load(account_id)]
+            )
             assert loaded == full
             assert (loaded.balance, loaded.status, loaded.currency) == (
                 expected.balance,

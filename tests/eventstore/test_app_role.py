@@ -109,6 +109,9 @@ def test_each_role_holds_exactly_its_list(app, runner):
         "metadata",
         "version",
         "created_at",
+        "chain_hash",
+        "key_id",
+        "mac",
     }
     tables = table_privileges(app)
     assert tables["events"] == {"SELECT"}  # INSERT only on the columns above
@@ -117,8 +120,10 @@ def test_each_role_holds_exactly_its_list(app, runner):
     assert tables["projection_checkpoints"] == tables["account_daily_statement"] == {"SELECT"}
     assert tables["snapshots"] == tables["account_read_model"] == {"SELECT", "INSERT", "UPDATE"}
     assert tables["auth_permission"] == tables["django_migrations"] == {"SELECT"}
+    assert tables["event_seal"] == tables["event_quarantine"] == {"SELECT"}  # the owner's alone to write
     assert table_privileges(runner) == {
         "events": {"SELECT"},
+        "event_quarantine": {"SELECT"},
         "projection_checkpoints": {"SELECT", "INSERT", "UPDATE"},
         "account_daily_statement": {"SELECT", "INSERT", "UPDATE"},
     }

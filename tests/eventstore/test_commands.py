@@ -14,6 +14,7 @@ from eventstore.models import CommandLog
 from eventstore.snapshots import lock_key
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
+from tests.support import insert_event
 
 pytestmark = pytest.mark.django_db
 store = EventStore()
@@ -145,12 +146,8 @@ def test_a_lost_race_found_at_commit_is_retried_and_leaves_the_connection_usable
         if not raced:
             raced.append(True)
             outside = raw_connect()  # a writer that bypasses the lock stores version 2 while this command decides
-            outside.execute(
-                "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, metadata, version) "
-                "VALUES (%s, 'BankAccount', 'Deposited', '{\"amount\": 1, \"schema_version\": 2, "
-                '"source": "elsewhere"}\', \'{}\', 2)',
-                [account_id],
-            )
+            data = {"amount": 1, "schema_version": 2, "source": "elsewhere"}
+            insert_event(account_id, "Deposited", data, version=2, metadata={}, connection=outside)
             outside.commit()
         return loaded
 

@@ -8,7 +8,8 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from eventstore.context import metadata_context
-from eventstore.store import ConcurrencyConflict, InvalidAppend, NewEvent
+from eventstore.db import clock
+from eventstore.store import ConcurrencyConflict, InvalidAppend, NewEvent, chain_head
 from tests.support import new_events, new_id
 
 pytestmark = pytest.mark.django_db
@@ -20,8 +21,11 @@ def versions(store, aggregate):
 
 def test_append_numbers_events_after_the_expected_version_and_returns_the_new_one(store):
     aggregate = new_id()
-    assert store.append(aggregate, "Thing", 0, [NewEvent("Made", {"n": 1})]) == 1
-    assert store.append(str(aggregate), "Thing", 1, [NewEvent("Painted", {"n": 2}), NewEvent("Sold", {"n": 3})]) == 3
+    first = store.append(aggregate, "Thing", 0, [NewEvent("Made", {"n": 1})])
+    assert first.version == 1
+    head = store.append(str(aggregate), "Thing", 1, [NewEvent("Painted", {"n": 2}), NewEvent("Sold", {"n": 3})])
+    assert head.version == 3
+    assert head.chain_hash == chain_head(aggregate, 3) != first.chain_hash == chain_head(aggregate, 1)
     loaded = store.load(aggregate)
     assert [(e.version, e.event_type, e.data) for e in loaded] == [
         (1, "Made", {"n": 1}),
@@ -33,10 +37,10 @@ def test_append_numbers_events_after_the_expected_version_and_returns_the_new_on
     assert loaded[1].transaction_id == loaded[2].transaction_id  # one call, one transaction
 
 
-def test_append_writes_all_events_in_one_round_trip(store, round_trips):
-    aggregate = new_id()
+def test_append_writes_all_events_in_one_round_trip_given_its_time(store, round_trips):
+    aggregate, now = new_id(), clock()
     with round_trips() as trace:
-        store.append(aggregate, "Thing", 0, new_events("A", "B", "C", "D"))
+        store.append(aggregate, "Thing", 0, new_events("A", "B", "C", "D"), created_at=now)
     assert trace.count == 1
     assert trace.sent("INSERT INTO events")
     assert versions(store, aggregate) == [1, 2, 3, 4]

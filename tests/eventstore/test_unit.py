@@ -47,9 +47,9 @@ class BelowZero(Exception):
 
 def fold(tally_id, events, start):
     tally = start or Tally(tally_id)
-    for event_type, data in events:
+    for version, event_type, data in events:
         assert event_type == "Counted"
-        tally = Tally(tally.id, tally.total + data["by"], tally.version + 1)
+        tally = Tally(tally.id, tally.total + data["by"], version)
     return tally
 
 

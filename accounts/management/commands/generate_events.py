@@ -18,10 +18,14 @@ from django.db import connection, transaction
 from accounts.domain import AGGREGATE_TYPE, BankAccount, DomainError
 from accounts.domain import transfer as decide_transfer
 from accounts.projections import accounts as account_projection
+from eventstore import signing
 from eventstore.context import system_actor
 from eventstore.store import StoredEvent
 
-COPY = "COPY events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at) FROM STDIN"
+COPY = (
+    "COPY events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, "
+    "chain_hash, key_id, mac) FROM STDIN"
+)
 SOURCES, REASONS = ["cash", "salary", "cheque", "refund"], ["ATM", "card", "rent", "bills"]
 
 
@@ -104,17 +108,21 @@ class Command(BaseCommand):
         return 1
 
     def _write(self, history) -> None:
-        metadata = json.dumps({"actor": system_actor("generate_events"), "correlation_id": str(uuid.uuid4())})
+        metadata = {"actor": system_actor("generate_events"), "correlation_id": str(uuid.uuid4())}
+        metadata_json, keys = json.dumps(metadata), signing.keys()
         stored = []
         with transaction.atomic():
             connection.ensure_connection()
             with connection.connection.cursor() as cursor, cursor.copy(COPY) as copy:
                 for account_id, events in history.items():
+                    chain = signing.GENESIS
                     for version, (event, at) in enumerate(events, start=1):
                         data = event.to_data()
-                        copy.write_row(
-                            (account_id, AGGREGATE_TYPE, event.event_type, json.dumps(data), metadata, version, at)
+                        chain, key_id, mac = signing.sign_event(
+                            keys, chain, account_id, AGGREGATE_TYPE, version, event.event_type, data, metadata, at
                         )
+                        copy.write_row((account_id, AGGREGATE_TYPE, event.event_type, json.dumps(data),
+                                        metadata_json, version, at, chain, key_id, mac))  # fmt: skip
                         stored.append(
                             StoredEvent(0, account_id, AGGREGATE_TYPE, event.event_type, data, {}, version, at, 0)
                         )

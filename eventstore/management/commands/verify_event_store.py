@@ -44,7 +44,7 @@ CHECKS = [
 
 # Every snapshot of a current state schema with the events up to its version, one aggregate after another.
 SNAPSHOTS_WITH_EVENTS = """
-SELECT s.aggregate_id, s.aggregate_type, s.version, s.schema_version, s.state, e.event_type, e.event_data
+SELECT s.aggregate_id, s.aggregate_type, s.version, s.schema_version, s.state, e.event_type, e.event_data, e.version
   FROM snapshots s LEFT JOIN events e ON e.aggregate_id = s.aggregate_id AND e.version <= s.version
  ORDER BY s.aggregate_id, e.version
 """
@@ -117,7 +117,9 @@ class Command(BaseCommand):
                 known = registry.aggregates.get(aggregate_type)
                 if known is None or schema != known.state_schema:
                     continue
-                events = [(row[5], upcasters.upcast(row[5], json.loads(row[6]))) for row in rows if row[5] is not None]
+                events = [
+                    (row[7], row[5], upcasters.upcast(row[5], json.loads(row[6]))) for row in rows if row[5] is not None
+                ]
                 try:
                     replayed = known.to_snapshot(known.fold(aggregate_id, events, None))
                 except Exception as error:  # a finding about the log, whatever the aggregate's code raises

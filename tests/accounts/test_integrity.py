@@ -1,0 +1,207 @@
+"""The signed log under attack, each attack made as the role that would make it.
+
+As the application's role (no keys): forged events, forged snapshots, garbage at
+the next version. As the owner with the triggers off (no keys either): changed,
+deleted, swapped and badly re-signed rows. Each time: what a command does, what
+the account page shows, and that quarantine (the owner's procedure) lets an
+account go on.
+"""
+
+import io
+import json
+import uuid
+from contextlib import contextmanager
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from accounts import services
+from accounts.domain import AccountOnHold
+from eventstore import snapshots
+from eventstore.models import QuarantinedEvent
+from tests.factories import AccountFactory, UserFactory
+from tests.support import insert_event, resign, without_trigger
+
+pytestmark = pytest.mark.django_db
+
+
+@contextmanager
+def as_application():
+    """Act as a role holding exactly the application's grants (made for the test, gone with it)."""
+    role = f"bank_app_attack_{uuid.uuid4().hex[:8]}"
+    call_command("grant_app_role", role, "--create", stdout=io.StringIO())
+    with connection.cursor() as cursor:
+        cursor.execute(f'SET ROLE "{role}"')
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET ROLE")
+
+
+def held(account_id):
+    """The hold a command on the account meets (it must refuse, and store nothing)."""
+    with pytest.raises(AccountOnHold) as caught:
+        services.deposit(account_id=account_id, amount=1, source="after the attack")
+    return caught.value
+
+
+def page(account_id):
+    client = Client()
+    client.force_login(UserFactory(role="teller"))
+    response = client.get(reverse("accounts:detail", args=[account_id]), follow=True)
+    assert response.status_code == 200  # a page, never a server error
+    return response.content.decode()
+
+
+def deposits(account_id, count):
+    for _ in range(count):
+        services.deposit(account_id=account_id, amount=10, source="salary")
+
+
+def event_ids(account_id):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version, id FROM events WHERE aggregate_id = %s ORDER BY version", [account_id])
+        return dict(cursor.fetchall())
+
+
+# --- as the application's role --------------------------------------------------------------
+
+
+def test_a_forged_deposit_at_the_next_version_holds_the_account_and_moves_no_money():
+    account = AccountFactory(initial_deposit=100)
+    with as_application():
+        insert_event(account.id, "Deposited", {"amount": 100_000_000, "source": "forged", "schema_version": 2},
+                     metadata={"actor": "supervisor", "correlation_id": "c"}, signed=False)  # fmt: skip
+        hold = held(account.id)
+    assert hold.version == 2 and "failed its integrity check: it is not signed" in str(hold)
+    shown = page(account.id)
+    assert "Version 2 of account" in shown and "failed its integrity check: it is not signed" in shown
+    assert services.get_account(account.id, version=1).balance == 100
+    with pytest.raises(AccountOnHold):
+        services.withdraw(account_id=account.id, amount=50, reason="pay the forged money out")
+
+
+def test_a_false_balance_or_another_accounts_state_in_a_snapshot_is_ignored(settings):
+    settings.EVENTSTORE_SNAPSHOT_EVERY = 5
+    settings.EVENTSTORE_RECENT_STATES = 0  # commands read the snapshot rows, not a state their process holds
+    account, other = AccountFactory(initial_deposit=0), AccountFactory(initial_deposit=0)
+    deposits(account.id, 6)  # a snapshot at version 5, signed
+    deposits(other.id, 6)
+    with as_application(), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE snapshots SET state = jsonb_set(state, '{balance}', '100000000') WHERE aggregate_id = %s",
+            [account.id],
+        )
+        assert services.get_account(account.id).balance == 60
+        cursor.execute(
+            "UPDATE snapshots SET (state, chain_hash, key_id, mac) = "
+            "(SELECT jsonb_set(o.state, '{id}', to_jsonb(%s::text)), o.chain_hash, o.key_id, o.mac "
+            "   FROM snapshots o WHERE o.aggregate_id = %s) WHERE aggregate_id = %s",
+            [str(account.id), other.id, account.id],
+        )
+        assert services.get_account(account.id).balance == 60
+        cursor.execute("UPDATE snapshots SET version = 40 WHERE aggregate_id = %s", [account.id])  # ahead of the log
+        after = services.withdraw(account_id=account.id, amount=60, reason="all of it, no more")
+    assert (after.balance, after.version) == (0, 8)
+    assert snapshots.ignored["is not signed by this application"] >= 3
+
+
+def test_garbage_at_the_next_version_holds_the_account_until_the_owner_quarantines_it():
+    account = AccountFactory(initial_deposit=100)
+    with as_application():
+        garbage = insert_event(account.id, "Deposited", {"amount": "lots"}, signed=False)
+        assert held(account.id).version == 2
+    with as_application(), pytest.raises(CommandError, match="Only the database owner may quarantine"):
+        call_command("quarantine_event", str(garbage), "--reason", "forged", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("quarantine_event", str(garbage), "--reason", "forged by a leaked role, ticket 42", stdout=out)
+    assert f"Event {garbage} (Deposited, version 2 of BankAccount {account.id}) is quarantined" in out.getvalue()
+    quarantine = QuarantinedEvent.objects.get(event_id=garbage)
+    assert (quarantine.version, quarantine.reason) == (2, "forged by a leaked role, ticket 42")
+    assert "database role" in quarantine.quarantined_by
+    after = services.deposit(account_id=account.id, amount=5, source="cash")
+    assert (after.balance, after.version) == (105, 3)
+    assert services.get_account(account.id, from_events_only=True) == after
+    assert "failed its integrity check" not in page(account.id)
+
+
+def test_a_quarantine_reaches_a_process_holding_the_state_from_before_it():
+    account = AccountFactory(initial_deposit=100)
+    signed_by_mistake = insert_event(account.id, "Deposited", {"amount": 7, "source": "x", "schema_version": 2})
+    services.deposit(account_id=account.id, amount=1, source="cash")  # held: balance 108 at version 3
+    call_command("quarantine_event", str(signed_by_mistake), "--reason", "r", stdout=io.StringIO())
+    # The event after the quarantined one linked onto it: the account is held at version 3.
+    assert held(account.id).version == 3
+
+
+# --- as the owner, with the triggers off, without the keys ------------------------------------
+
+
+def owner_rewrites(statement, params):
+    without_trigger("events_no_update", statement, params)
+
+
+@pytest.mark.parametrize(
+    "attack, first_bad",
+    [
+        ("payload", 3),
+        ("delete", 4),
+        ("swap", 2),
+        ("resign", 4),
+    ],
+)
+def test_a_row_the_owner_changed_without_the_keys_holds_the_account_at_that_version(attack, first_bad):
+    account = AccountFactory(initial_deposit=100)
+    deposits(account.id, 4)  # versions 2 to 5
+    ids = event_ids(account.id)
+    if attack == "payload":
+        owner_rewrites("UPDATE events SET event_data = jsonb_set(event_data, '{amount}', '100000') WHERE id = %s",
+                       [ids[3]])  # fmt: skip
+    elif attack == "delete":
+        without_trigger("events_no_delete", "DELETE FROM events WHERE id = %s", [ids[3]])
+    elif attack == "swap":
+        owner_rewrites("UPDATE events SET version = -version WHERE id IN (%s, %s)", [ids[2], ids[3]])
+        owner_rewrites("UPDATE events SET version = CASE WHEN version = -2 THEN 3 ELSE 2 END WHERE id IN (%s, %s)",
+                       [ids[2], ids[3]])  # fmt: skip
+    else:  # a new payload, with a chain hash worked out right but a MAC made up
+        owner_rewrites(
+            "UPDATE events SET event_data = jsonb_set(event_data, '{amount}', '99'), mac = %s WHERE id = %s",
+            [bytes(32), ids[4]],
+        )
+        resign_chain_only(account.id, 4)
+    snapshots.recent.forget(account.id)
+    assert held(account.id).version == first_bad
+    assert f"Version {first_bad} of account" in page(account.id)
+
+
+def resign_chain_only(account_id, version):
+    """Recompute the chain hashes from `version` on, as anyone can (SHA-256 needs no key), keeping the MACs."""
+    from eventstore import signing, store
+
+    chain = store.chain_head(account_id, version - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, aggregate_type, version, event_type, event_data::text, metadata::text, created_at "
+            "FROM events WHERE aggregate_id = %s AND version >= %s ORDER BY version",
+            [account_id, version],
+        )
+        for event_id, kind, at_version, event_type, data, metadata, created_at in cursor.fetchall():
+            metadata = None if metadata is None else json.loads(metadata)
+            content = signing.event_content(account_id, kind, at_version, event_type, json.loads(data), metadata,
+                                            created_at)  # fmt: skip
+            chain = signing.link(chain, content)
+            owner_rewrites("UPDATE events SET chain_hash = %s WHERE id = %s", [chain, event_id])
+
+
+def test_a_history_rewritten_with_the_keys_passes_the_load():
+    """What the keys' holder can do, the load cannot see: the daily digest is there for it."""
+    account = AccountFactory(initial_deposit=100)
+    deposits(account.id, 2)
+    owner_rewrites("UPDATE events SET event_data = jsonb_set(event_data, '{amount}', '1000') WHERE id = %s",
+                   [event_ids(account.id)[2]])  # fmt: skip
+    resign(account.id)
+    assert services.get_account(account.id).balance == 1110
