@@ -11,3 +11,7 @@ class AccountsConfig(AppConfig):
 
         register_aggregate(ACCOUNT)
         import accounts.projections  # noqa: F401  (registers the bank's projections)
+        from accounts.checks import TRANSFERS
+        from eventstore.verification import register_check
+
+        register_check(*TRANSFERS)

@@ -37,6 +37,9 @@ APPLICATION = {
     # aside: both written by the owner alone, read by every load.
     "event_seal": READ,
     "event_quarantine": READ,
+    # verify_event_store's findings, which the dashboard shows; written by the owner.
+    "integrity_run": READ,
+    "integrity_finding": READ,
     # USAGE lets an INSERT take the next id; setval would need UPDATE.
     "events_id_seq": ("USAGE",),
     # A cache the commands upsert.
@@ -71,8 +74,11 @@ APPLICATION = {
 
 RUNNER = {
     "events": READ,
+    # The stream skips the events the owner quarantined. verify_event_store runs as the owner.
     "event_seal": NOTHING,
     "event_quarantine": READ,
+    "integrity_run": NOTHING,
+    "integrity_finding": NOTHING,
     "projection_checkpoints": ("SELECT", "INSERT", "UPDATE"),
     "account_daily_statement": ("SELECT", "INSERT", "UPDATE"),
     "snapshots": NOTHING,

@@ -207,3 +207,42 @@ class QuarantinedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"event {self.event_id} (version {self.version} of {self.aggregate_id})"
+
+
+class IntegrityRun(models.Model):
+    """One run of verify_event_store: when, how far, by whom, and how many findings (the dashboard reads it)."""
+
+    started_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True)
+    # The commit-safe position the run read up to, and the one it started after (--since; 0, 0: the whole log).
+    since_transaction = models.BigIntegerField(default=0)
+    since_event = models.BigIntegerField(default=0)
+    up_to_transaction = models.BigIntegerField(default=0)
+    up_to_event = models.BigIntegerField(default=0)
+    findings = models.IntegerField(default=0)
+    run_by = models.TextField()
+
+    class Meta:
+        db_table = "integrity_run"
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"verification of {self.started_at:%Y-%m-%d %H:%M}: {self.findings} findings"
+
+
+class IntegrityFinding(models.Model):
+    """Something verify_event_store found wrong, with the aggregate, version and event it concerns."""
+
+    run = models.ForeignKey(IntegrityRun, on_delete=models.PROTECT, related_name="found")
+    title = models.TextField()  # which check found it
+    aggregate_id = models.UUIDField(null=True, db_index=True)
+    version = models.IntegerField(null=True)
+    event_id = models.BigIntegerField(null=True)
+    detail = models.TextField()
+
+    class Meta:
+        db_table = "integrity_finding"
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.detail}"

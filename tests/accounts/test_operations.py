@@ -158,7 +158,7 @@ def test_verify_event_store_reports_a_dropped_guard():
         with pytest.raises(CommandError) as caught:
             call_command("verify_event_store", stdout=out)
         assert caught.value.returncode == 1
-        assert "guard trigger missing: events_no_delete" in out.getvalue()
+        assert "guard triggers: missing: events_no_delete" in out.getvalue()
     finally:
         with connection.cursor() as cursor:
             cursor.execute(

@@ -184,8 +184,8 @@ def test_verify_event_store_compares_every_snapshot_with_a_replay(snapshot_every
         call_command("verify_event_store", "--show", "5", stdout=out)
     assert caught.value.returncode == 1
     report = out.getvalue()
-    assert "snapshots that differ from a replay of their events: 2 FOUND" in report
-    assert f"{doctored.id} at version 5" in report and f"{ahead.id} at version 7" in report
+    assert "snapshots that differ from a replay of their events or are not signed: 2 FOUND" in report
+    assert f"{doctored.id} version 5" in report and f"{ahead.id} version 7" in report
     assert str(honest.id) not in report
 
 

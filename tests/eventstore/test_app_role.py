@@ -121,6 +121,7 @@ def test_each_role_holds_exactly_its_list(app, runner):
     assert tables["snapshots"] == tables["account_read_model"] == {"SELECT", "INSERT", "UPDATE"}
     assert tables["auth_permission"] == tables["django_migrations"] == {"SELECT"}
     assert tables["event_seal"] == tables["event_quarantine"] == {"SELECT"}  # the owner's alone to write
+    assert tables["integrity_run"] == tables["integrity_finding"] == {"SELECT"}
     assert table_privileges(runner) == {
         "events": {"SELECT"},
         "event_quarantine": {"SELECT"},
