@@ -18,7 +18,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 
 from accounts.domain import BankAccount, money_effect
 from accounts.models import Account, DailyStatement
-from eventstore.models import Event, ProjectionCheckpoint, QuarantinedEvent
+from eventstore.models import Event, IntegrityFinding, IntegrityRun, ProjectionCheckpoint, QuarantinedEvent
 
 PAGE_SIZE = 25
 CHART_EVENTS = 200
@@ -41,6 +41,30 @@ def _page(rows: list[T], size: int, cursor_of: Callable[[T], int]) -> Page[T]:
 
 
 # --- dashboard --------------------------------------------------------------------
+
+
+@dataclass
+class IntegrityStatus:
+    """What the last verify_event_store run found, for the dashboard."""
+
+    run: IntegrityRun | None
+    held: list[tuple[uuid.UUID, str, int]]  # (account, owner, findings) of the accounts findings name
+    findings: list[IntegrityFinding]  # the first few, for the card
+
+
+def integrity_status(*, shown: int = 10) -> IntegrityStatus:
+    run = IntegrityRun.objects.order_by("-id").first()
+    if run is None or not run.findings:
+        return IntegrityStatus(run, [], [])
+    named = list(
+        IntegrityFinding.objects.filter(run=run, aggregate_id__isnull=False)
+        .values_list("aggregate_id")
+        .annotate(n=Count("id"))
+        .order_by("-n")[:shown]
+    )
+    owners = accounts_by_id(account_id for account_id, _ in named)
+    held = [(account_id, getattr(owners.get(account_id), "owner", ""), n) for account_id, n in named]
+    return IntegrityStatus(run, held, list(IntegrityFinding.objects.filter(run=run).order_by("id")[:shown]))
 
 
 def status_counts() -> dict[str, int]:

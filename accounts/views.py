@@ -273,6 +273,7 @@ def dashboard(request):
             "totals": selectors.totals_by_currency(),
             "latest": latest,
             "accounts": selectors.accounts_by_id(e.aggregate_id for e in latest),
+            "integrity": selectors.integrity_status(),
         },
     )
 

@@ -7,6 +7,7 @@ the account page shows, and that quarantine (the owner's procedure) lets an
 account go on.
 """
 
+import datetime
 import io
 import json
 import uuid
@@ -197,11 +198,23 @@ def resign_chain_only(account_id, version):
             owner_rewrites("UPDATE events SET chain_hash = %s WHERE id = %s", [chain, event_id])
 
 
-def test_a_history_rewritten_with_the_keys_passes_the_load():
-    """What the keys' holder can do, the load cannot see: the daily digest is there for it."""
-    account = AccountFactory(initial_deposit=100)
+def test_a_history_rewritten_with_the_keys_passes_the_load_and_is_caught_by_the_digest(tmp_path):
+    """What the keys' holder can do, the load cannot see: the daily digest kept outside is there for it."""
+    account, other = AccountFactory(initial_deposit=100), AccountFactory(initial_deposit=5)
     deposits(account.id, 2)
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    kept = tmp_path / "digest.json"
+    call_command("log_digest", "--date", today, "--out", str(kept), stdout=io.StringIO(), stderr=io.StringIO())
+    assert call_command("verify_event_store", "--digest", str(kept), stdout=io.StringIO()) is None
     owner_rewrites("UPDATE events SET event_data = jsonb_set(event_data, '{amount}', '1000') WHERE id = %s",
                    [event_ids(account.id)[2]])  # fmt: skip
     resign(account.id)
-    assert services.get_account(account.id).balance == 1110
+    assert services.get_account(account.id).balance == 1110  # the load cannot tell
+    out = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_event_store", "--digest", str(kept), stdout=out)
+    report = out.getvalue()
+    assert "days that no longer match their digest: 1 FOUND" in report
+    assert f"{today}: {account.id} versions 1..3" in report and str(other.id) not in report
+    with pytest.raises(CommandError, match="exists: a digest is never overwritten"):
+        call_command("log_digest", "--date", today, "--out", str(kept), stdout=io.StringIO())

@@ -1,18 +1,21 @@
 """verify_event_store: every check names what it found, by event, and records it for the dashboard."""
 
+import datetime
 import io
 import uuid
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.test import Client
+from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts import services
 from eventstore.models import IntegrityFinding, IntegrityRun, Seal
-from tests.factories import AccountFactory, TransferPairFactory
-from tests.support import without_trigger
+from tests.factories import AccountFactory, TransferPairFactory, UserFactory
+from tests.support import resign, without_trigger
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +132,32 @@ def test_events_from_before_signing_are_held_until_the_owner_seals_them_once(tam
     assert str(legacy) not in report
     with pytest.raises(CommandError, match="already sealed"):
         call_command("seal_event_store", stdout=io.StringIO())
+
+
+def dashboard():
+    client = Client()
+    client.force_login(UserFactory(role="supervisor"))
+    return client.get(reverse("accounts:dashboard")).content.decode()
+
+
+def test_the_dashboard_shows_what_the_last_run_found_and_names_the_accounts(tamper):
+    assert "has not been checked yet" in dashboard() or "no problem found" in dashboard()
+    account = AccountFactory(owner="Forged Upon", initial_deposit=10)
+    tamper(account.id, "Deposited", {"amount": 10**8, "source": "forged", "schema_version": 2}, signed=False)
+    verify()
+    shown = dashboard()
+    assert "found 1 problem" in shown and "Forged Upon</a>: 1 finding" in shown
+    assert "it is not signed and no seal covers it" in shown
+
+
+def test_a_digest_catches_an_event_moved_to_another_day_even_signed_again(tmp_path):
+    account = AccountFactory(initial_deposit=10)
+    services.deposit(account_id=account.id, amount=1, source="cash")
+    today = datetime.datetime.now(datetime.UTC).date()
+    kept = tmp_path / "today.json"
+    call_command("log_digest", "--date", today.isoformat(), "--out", str(kept), stderr=io.StringIO())
+    without_trigger("events_no_update", "UPDATE events SET created_at = created_at - interval '1 day' "
+                    "WHERE aggregate_id = %s AND version = 1", [account.id])  # fmt: skip
+    resign(account.id)
+    report, found = verify("--digest", str(kept))
+    assert found and f"{today}: {account.id} versions 1..2" in report and "(versions 2..2" in report

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
 
+from eventstore import digest as digests
 from eventstore import registry, verification
 from eventstore.integrity import Row, snapshot_verifies
 from eventstore.management.commands.verify_projections import MAX_SHOWN, counted, example_count
@@ -40,6 +41,7 @@ SELECT s.aggregate_id, s.aggregate_type, s.version, s.schema_version, s.state::t
  ORDER BY s.aggregate_id, e.version
 """
 SNAPSHOT_CHECK = "snapshots that differ from a replay of their events or are not signed"
+DIGEST = "days that no longer match their digest"
 HORIZON = """
 SELECT COALESCE(max(transaction_id)::text, '0'), COALESCE(max(id), 0) FROM events
  WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -68,15 +70,20 @@ class Command(BaseCommand):
             help=f"At most this many examples per check, 0 to {MAX_SHOWN}; all are counted.",
         )  # fmt: skip
         parser.add_argument(
+            "--digest", action="append", default=[], metavar="FILE",
+            help="Also prove the log still matches a digest log_digest wrote (repeat for several days).",
+        )  # fmt: skip
+        parser.add_argument(
             "--since", type=str, default=None, metavar="TRANSACTION:EVENT",
             help="Check only the aggregates written after this position (a previous run prints where it ended).",
         )  # fmt: skip
 
-    def handle(self, *args: Any, show: int, since: str | None, **options: Any) -> None:
+    def handle(self, *args: Any, show: int, since: str | None, digest: list[str], **options: Any) -> None:
         try:
             after = None if since is None else position(since)
-        except ValueError as error:
-            raise CommandError(str(error)) from None
+            kept = [digests.load(path) for path in digest]
+        except (OSError, ValueError, KeyError) as error:
+            raise CommandError(f"{error}. Nothing was checked.") from None
         outer = connection.in_atomic_block
         with transaction.atomic():
             connection.ensure_connection()
@@ -89,6 +96,7 @@ class Command(BaseCommand):
             findings += list(verification.sql_findings(after))
             findings += list(verification.history_findings(after))
             findings += self._snapshots()
+            findings += [Finding(DIGEST, difference) for day in kept for difference in digests.differences(day)]
         self._report(findings, show)
         self._quarantined()
         self._record(findings, after, up_to)
@@ -99,7 +107,7 @@ class Command(BaseCommand):
 
     def _report(self, findings: list[Finding], show: int) -> None:
         titles = ["guard triggers"] + [title for title, _ in verification.SQL_CHECKS]
-        titles += [verification.SIGNATURES, verification.REPLAY, SNAPSHOT_CHECK]
+        titles += [verification.SIGNATURES, verification.REPLAY, SNAPSHOT_CHECK, DIGEST]
         for title in titles:
             found = [finding for finding in findings if finding.check == title]
             self.stdout.write(f"{title}: {f'{len(found)} FOUND' if found else 'none'}")
