@@ -1,10 +1,12 @@
-"""Rebuilding the account read model from 1,000,000 events, and the runner's lag.
+"""Rebuilding the account read model from 1,000,000 events, verifying the log, and the runner's lag.
 
 The log is written by `generate_events` (valid histories, COPY). Raw psycopg
 streams the same rows through a server-side cursor and decodes their JSON, in
 the same run; `rebuild_projections accounts` runs as a child process, whose
 peak memory is read from the operating system. Targets: rebuild at least 0.5
-of the raw rate; peak memory under 300 MB.
+of the raw rate; peak memory under 300 MB. `verify_event_store` (every link, MAC,
+replay and check, as a child process too) at least 0.3 of the raw rate, and it
+must find nothing in what generate_events signed.
 
 Then the runner: once caught up with the million events, `run_projections` in a
 child process while deposits arrive at a steady rate; the lag of each is the
@@ -26,7 +28,7 @@ from bench.figures import report
 from harness.connect import database_url
 
 EVENTS, ACCOUNTS = 1_000_000, 10_000
-RATE_TARGET, MEMORY_TARGET_MB, LAG_TARGET_S = 0.5, 300, 1.0
+RATE_TARGET, VERIFY_TARGET, MEMORY_TARGET_MB, LAG_TARGET_S = 0.5, 0.3, 300, 1.0
 LAG_SECONDS, LAG_PER_SECOND = 10, 40
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = (
@@ -50,13 +52,14 @@ def _raw_stream(conninfo) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def _rebuild(conninfo) -> tuple[float, float]:
+def _timed(conninfo, *command) -> tuple[float, float]:
+    """Run a management command as a child process: its seconds, and its own peak memory in MB."""
     started = time.perf_counter()
-    child = _manage(conninfo, "rebuild_projections", "accounts", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory
+    child = _manage(conninfo, *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise RuntimeError("rebuild_projections failed")
+        raise RuntimeError(f"{command[0]} failed (exit {child.returncode})")
     return time.perf_counter() - started, usage.ru_maxrss / 1024
 
 
@@ -107,16 +110,18 @@ def run(conninfo) -> bool:
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         conn.execute("ANALYZE")
     rows, raw_seconds = _raw_stream(conninfo)
-    rebuild_seconds, peak_mb = _rebuild(conninfo)
-    raw_rate, rebuild_rate = rows / raw_seconds, rows / rebuild_seconds
+    rebuild_seconds, peak_mb = _timed(conninfo, "rebuild_projections", "accounts")
+    verify_seconds, verify_mb = _timed(conninfo, "verify_event_store")
+    raw_rate, rebuild_rate, verify_rate = rows / raw_seconds, rows / rebuild_seconds, rows / verify_seconds
     started = time.perf_counter()
     if _manage(conninfo, "run_projections", "--once", stdout=subprocess.DEVNULL).wait() != 0:
         raise RuntimeError("run_projections --once failed")
     statements_rate = rows / (time.perf_counter() - started)
-    ratio = rebuild_rate / raw_rate
+    ratio, verify_ratio = rebuild_rate / raw_rate, verify_rate / raw_rate
     lags = _lag(conninfo)
     median_lag = statistics.median(lags) if lags else float("inf")
     met = ratio >= RATE_TARGET and peak_mb < MEMORY_TARGET_MB and median_lag < LAG_TARGET_S
+    met &= verify_ratio >= VERIFY_TARGET and verify_mb < MEMORY_TARGET_MB
     report(
         f"projections: {rows:,} events (generated in {fill_seconds:.0f} s)",
         [
@@ -125,6 +130,9 @@ def run(conninfo) -> bool:
             ("ratio", ratio, "PASS" if ratio >= RATE_TARGET else "FAIL"),
             ("daily statements caught up from scratch", statements_rate, "events/s (whole command)"),
             ("rebuild peak memory", peak_mb, "MB " + ("PASS" if peak_mb < MEMORY_TARGET_MB else "FAIL")),
+            ("verify_event_store, every check", verify_rate, "events/s (whole command)"),
+            ("verify ratio", verify_ratio, "PASS" if verify_ratio >= VERIFY_TARGET else "FAIL"),
+            ("verify peak memory", verify_mb, "MB " + ("PASS" if verify_mb < MEMORY_TARGET_MB else "FAIL")),
             (
                 f"runner lag, median of {len(lags)} deposits",
                 median_lag,
@@ -132,6 +140,7 @@ def run(conninfo) -> bool:
             ),
             ("runner lag, 95th percentile", statistics.quantiles(lags, n=20)[-1] if len(lags) > 1 else 0, "s"),
         ],
-        target=f"ratio >= {RATE_TARGET}; memory < {MEMORY_TARGET_MB} MB; median lag < {LAG_TARGET_S} s",
+        target=f"ratio >= {RATE_TARGET}, verify >= {VERIFY_TARGET}; memory < {MEMORY_TARGET_MB} MB; "
+        f"median lag < {LAG_TARGET_S} s",
     )
     return met

@@ -15,12 +15,14 @@ the first bad version. A read never writes.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from eventstore import signing
+from eventstore.upcasting import upcasters
 
 
 class IntegrityHold(Exception):
@@ -48,6 +50,7 @@ class Row(NamedTuple):
     chain_hash: bytes | None
     key_id: str | None
     mac: bytes | None
+    created: str | None  # an event's created_at, as its chain hash covers it (signing.utc)
 
 
 def seal_content(aggregate_id: Any, aggregate_type: str, version: int, chain_hash: bytes) -> bytes:
@@ -73,47 +76,59 @@ class Chain:
 
     def __init__(self, aggregate_id: uuid.UUID, head: bytes, version: int, seal: Row | None) -> None:
         self.aggregate_id, self.head, self.version, self.seal = aggregate_id, head, version, seal
-        self._signed: list[Row] = []
+        self._id = str(aggregate_id)  # made once: every event's content names it
+        self._signed: list[tuple[Any, ...]] = []
 
-    def follow(self, row: Row) -> dict[str, Any]:
-        """Check that `row` links onto the chain; return its payload, parsed as stored."""
+    def follow(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[int, str, Any]]:
+        """Check that the event rows (of events_load, in version order) link onto the chain; return
+        them as the fold takes them: (version, event type, payload upcast to its current schema).
+
+        The loop of every load of a long history: plain tuples, and names bound once.
+        """
+        parse, canonical, sha256, upcast = signing.parse, signing.canonical, hashlib.sha256, upcasters.upcast
+        head, ident, events, version = self.head, self._id, [], self.version
+        keep, sign = events.append, self._signed.append
         try:
-            data = json.loads(row.payload or "null")
-            metadata = None if row.metadata is None else json.loads(row.metadata)
-            assert row.event_type is not None and row.aggregate_type is not None and row.at is not None
-            content = signing.event_content(self.aggregate_id, row.aggregate_type, row.version, row.event_type,
-                                            data, metadata, row.at)  # fmt: skip
-        except (AssertionError, ValueError) as error:
-            raise IntegrityHold(self.aggregate_id, row.version, f"its fields cannot be read ({error})") from None
-        head = signing.link(self.head, content)
-        if row.chain_hash is None:
-            self._unsigned(row, head)
-        elif head != row.chain_hash:
-            raise IntegrityHold(self.aggregate_id, row.version, "it is not the event that was signed at this place")
-        else:
-            self._signed.append(row)
-        self.head, self.version = head, row.version
-        return data  # type: ignore[no-any-return]  # a payload is whatever JSON the row holds
+            for row in rows:
+                version, event_type, data, metadata = row[4], row[2], parse(row[3]), row[7]
+                content = canonical({
+                    "aggregate_id": ident, "aggregate_type": row[6], "version": version, "event_type": event_type,
+                    "data": data, "metadata": None if metadata is None else parse(metadata), "created_at": row[11],
+                })  # fmt: skip
+                head = sha256(head + content).digest()
+                chain_hash = row[8]
+                if chain_hash is None:
+                    self._unsigned(version, head)
+                elif head != chain_hash:
+                    raise IntegrityHold(self.aggregate_id, version, "it is not the event that was signed at this place")
+                else:
+                    sign(row)
+                keep((version, event_type, upcast(event_type, data)))
+        except (TypeError, ValueError) as error:
+            raise IntegrityHold(self.aggregate_id, version, f"its fields cannot be read ({error})") from None
+        self.head, self.version = head, version
+        return events
 
-    def _unsigned(self, row: Row, head: bytes) -> None:
+    def _unsigned(self, version: int, head: bytes) -> None:
         """An event stored before signing: only the seal can vouch for it."""
         seal = self.seal
-        if seal is None or row.version > seal.version or self._signed:
-            raise IntegrityHold(self.aggregate_id, row.version, "it is not signed")
-        if row.version == seal.version:
+        if seal is None or version > seal.version or self._signed:
+            raise IntegrityHold(self.aggregate_id, version, "it is not signed")
+        if version == seal.version:
             assert seal.chain_hash is not None and seal.aggregate_type is not None
             content = seal_content(self.aggregate_id, seal.aggregate_type, seal.version, bytes(seal.chain_hash))
             if head != seal.chain_hash or not signing.keys().verifies(signing.SEAL, content, seal.key_id, seal.mac):
-                raise IntegrityHold(self.aggregate_id, row.version, "the history up to it is not the one sealed")
+                raise IntegrityHold(self.aggregate_id, version, "the history up to it is not the one sealed")
 
     def close(self) -> bytes:
         """Check the MAC of the last signed event followed (and, if it fails, name the first bad one)."""
         keys = signing.keys()
         if self._signed and not _verifies(keys, self._signed[-1]):
             first = next(row for row in self._signed if not _verifies(keys, row))
-            raise IntegrityHold(self.aggregate_id, first.version, "its signature is not valid")
+            raise IntegrityHold(self.aggregate_id, first[4], "its signature is not valid")
         return self.head
 
 
-def _verifies(keys: signing.Keys, row: Row) -> bool:
-    return keys.verifies(signing.EVENT, bytes(row.chain_hash or b""), row.key_id, row.mac)
+def _verifies(keys: signing.Keys, row: tuple[Any, ...]) -> bool:
+    """Whether an event row's MAC (its columns chain_hash, key_id, mac) holds."""
+    return keys.verifies(signing.EVENT, bytes(row[8] or b""), row[9], row[10])

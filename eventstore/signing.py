@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -47,40 +48,60 @@ class UnsignableValue(ValueError):
 
 
 def canonical(value: Any) -> bytes:
-    """`value` as canonical JSON bytes. Floats are refused: jsonb does not give them back as written."""
-    _refuse_floats(value)
+    """`value` as canonical JSON bytes: what json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False) gives, in UTF-8. orjson makes the same bytes ten times faster, and
+    hands over to the standard library for what it cannot hold (an integer past 64 bits)."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        pass
+    try:
+        return _encode(value).encode()
     except (TypeError, ValueError, UnicodeEncodeError) as error:
         raise UnsignableValue(str(error)) from None
 
 
-def _refuse_floats(value: Any) -> None:
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+# Reading a stored payload or metadata to check it: orjson, for the same Python values as json.loads.
+parse = orjson.loads
+
+
+def refuse_floats(value: Any) -> None:
+    """A writer's check before it signs: jsonb does not give a float back as written (1e16 comes
+    back as 10000000000000000), so a signed float would never verify. Readers need not check:
+    a float in a stored row simply fails its chain."""
     if isinstance(value, float):
         raise UnsignableValue(f"{value!r} is a float; store numbers as integers (money in minor units)")
     if isinstance(value, dict):
         for item in value.values():
-            _refuse_floats(item)
+            refuse_floats(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            _refuse_floats(item)
+            refuse_floats(item)
 
 
 def utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    """The moment as UTC ISO 8601 to the microsecond (a naive one is taken as UTC, as the database takes it)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def event_content(aggregate_id: Any, aggregate_type: str, version: int, event_type: str,
-                  data: Any, metadata: Any, created_at: datetime) -> bytes:  # fmt: skip
-    """The canonical content of an event: what its chain hash covers."""
+                  data: Any, metadata: Any, created_at: datetime | str) -> bytes:  # fmt: skip
+    """The canonical content of an event: what its chain hash covers (`created_at` as a moment, or
+    already as `utc` writes it: the loads have the server write it so)."""
     return canonical({
-        "aggregate_id": str(aggregate_id),
+        "aggregate_id": aggregate_id if isinstance(aggregate_id, str) else str(aggregate_id),
         "aggregate_type": aggregate_type,
         "version": version,
         "event_type": event_type,
         "data": data,
         "metadata": metadata,
-        "created_at": utc(created_at),
+        "created_at": created_at if isinstance(created_at, str) else utc(created_at),
     })  # fmt: skip
 
 
@@ -101,6 +122,8 @@ def sign_event(
     created_at: datetime,
 ) -> tuple[bytes, str, bytes]:
     """(chain hash, key id, MAC) of an event whose predecessor's chain hash is `previous`."""
+    refuse_floats(data)
+    refuse_floats(metadata)
     content = event_content(aggregate_id, aggregate_type, version, event_type, data, metadata, created_at)
     chain_hash = link(previous, content)
     key_id, mac = keys.sign(EVENT, chain_hash)

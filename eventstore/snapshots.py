@@ -21,7 +21,6 @@ from eventstore import db, signing
 from eventstore.integrity import Chain, Row, snapshot_verifies
 from eventstore.registry import Aggregate, S
 from eventstore.store import EventStore
-from eventstore.upcasting import upcasters
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def load_each(
     results = db.fetch_each(statements, alias=alias)
     loaded = []
     for i, kept, result in zip(aggregate_ids, held, results, strict=True):
-        clock, seal, rows = _heading([Row(*row) for row in result])
+        clock, seal, rows = _heading(result)
         # Held from a transaction rolled back after all, or from before the owner quarantined an event.
         if kept is not None and (clock.version < kept.state.version or clock.id != kept.quarantined):
             recent.forget(i)
@@ -171,52 +170,44 @@ def load_each(
     return loaded
 
 
-def _read(aggregate_id: uuid.UUID, schema: int | None, up_to: int, alias: str) -> tuple[Row, Row | None, list[Row]]:
+def _read(aggregate_id: uuid.UUID, schema: int | None, up_to: int,
+          alias: str) -> tuple[Row, Row | None, list[tuple[Any, ...]]]:  # fmt: skip
     """events_load again, without the lock (already held): a snapshot was found unusable, say."""
-    return _heading([Row(*row) for row in db.fetchall(_LOAD, [aggregate_id, schema, up_to, None], alias=alias)])
+    return _heading(db.fetchall(_LOAD, [aggregate_id, schema, up_to, None], alias=alias))
 
 
-def _heading(rows: list[Row]) -> tuple[Row, Row | None, list[Row]]:
-    """The clock row, the seal row (if the aggregate was sealed) and the rest."""
-    clock, rest = rows[0], rows[1:]
-    if rest and rest[0].kind == "seal":
-        return clock, rest[0], rest[1:]
+def _heading(rows: list[tuple[Any, ...]]) -> tuple[Row, Row | None, list[tuple[Any, ...]]]:
+    """The clock row, the seal row (if the aggregate was sealed) and the rest (a snapshot row perhaps, then events)."""
+    clock, rest = Row(*rows[0]), rows[1:]
+    if rest and rest[0][0] == "seal":
+        return clock, Row(*rest[0]), rest[1:]
     return clock, None, rest
 
 
-def _after(aggregate: Aggregate[S], kept: Loaded[S], clock: Row, seal: Row | None, rows: list[Row]) -> Loaded[S]:
+def _after(aggregate: Aggregate[S], kept: Loaded[S], clock: Row, seal: Row | None,
+           rows: list[tuple[Any, ...]]) -> Loaded[S]:  # fmt: skip
     """The held state with the events after it folded on, each checked."""
     state = kept.state
     if not rows:
         return kept._replace(clock=clock.at, stored_version=max(clock.version, state.version))
     chain = Chain(state.id, kept.chain_hash, state.version, seal)
-    events = _followed(chain, rows)
-    after = aggregate.fold(state.id, events, state)
+    after = aggregate.fold(state.id, chain.follow(rows), state)
     return Loaded(after, clock.at, chain.close(), kept.quarantined, max(clock.version, after.version))
 
 
-def _followed(chain: Chain, rows: list[Row]) -> list[tuple[int, str, dict[str, Any]]]:
-    """The rows' events, each checked onto `chain`, as the fold takes them (upcast)."""
-    upcast, events = upcasters.upcast, []
-    for row in rows:
-        data = chain.follow(row)  # first: a row that is not what was signed is never interpreted
-        event_type = str(row.event_type)
-        events.append((row.version, event_type, upcast(event_type, data)))
-    return events
-
-
-def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, clock: Row, seal: Row | None, rows: list[Row],
-            up_to: int, alias: str) -> Loaded[S]:  # fmt: skip
+def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, clock: Row, seal: Row | None,
+            rows: list[tuple[Any, ...]], up_to: int, alias: str) -> Loaded[S]:  # fmt: skip
     """The state the rows of events_load give (a snapshot row perhaps, then the tail), each checked."""
     start, chain = None, Chain(aggregate_id, signing.GENESIS, 0, seal)
-    if rows and rows[0].kind == "snapshot":
-        start = _restored(aggregate, aggregate_id, rows[0])
+    if rows and rows[0][0] == "snapshot":
+        snapshot = Row(*rows[0])
+        start = _restored(aggregate, aggregate_id, snapshot)
         if start is None:
             rows = _read(aggregate_id, None, up_to, alias)[2]
         else:
-            chain = Chain(aggregate_id, bytes(rows[0].chain_hash or b""), start.version, seal)
+            chain = Chain(aggregate_id, bytes(snapshot.chain_hash or b""), start.version, seal)
             rows = rows[1:]
-    events = _followed(chain, rows)
+    events = chain.follow(rows)
     state = aggregate.fold(aggregate_id, events, start)
     stored = max(clock.version, state.version) if up_to == _NO_LIMIT else state.version
     return Loaded(state, clock.at if (events or start is not None) else None, chain.close(), clock.id or 0, stored)

@@ -252,16 +252,9 @@ def chain_head(aggregate_id: uuid.UUID, version: int) -> bytes:
         return bytes(events[-1].chain_hash)
     chain = signing.GENESIS
     for row in events:
-        metadata = None if row.metadata is None else json.loads(row.metadata)
-        content = signing.event_content(
-            aggregate_id,
-            row.aggregate_type or "",
-            row.version,
-            row.event_type or "",
-            json.loads(row.payload or "null"),
-            metadata,
-            row.at or datetime.min,
-        )
+        metadata = None if row.metadata is None else signing.parse(row.metadata)
+        content = signing.event_content(aggregate_id, row.aggregate_type or "", row.version, row.event_type or "",
+                                        signing.parse(row.payload or "null"), metadata, row.created or "")  # fmt: skip
         chain = signing.link(chain, content)
     return chain
 

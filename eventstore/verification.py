@@ -13,7 +13,6 @@ exactly once) with `register_check`.
 from __future__ import annotations
 
 import itertools
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,9 +134,9 @@ def _history(keys: signing.Keys, aggregate_id: uuid.UUID, rows: Iterator[tuple[A
     for (_, event_id, aggregate_type, version, event_type, data, metadata, created_at, chain_hash, key_id, mac,
          seal_version, seal_type, seal_hash, seal_key, seal_mac) in rows:  # fmt: skip
         try:
-            payload = json.loads(data)
-            content = signing.event_content(aggregate_id, aggregate_type, version, event_type, payload,
-                                            None if metadata is None else json.loads(metadata), created_at)  # fmt: skip
+            payload, metadata = signing.parse(data), None if metadata is None else signing.parse(metadata)
+            content = signing.event_content(aggregate_id, aggregate_type, version, event_type, payload, metadata,
+                                            created_at)  # fmt: skip
         except (ValueError, signing.UnsignableValue) as error:
             yield Finding(SIGNATURES, f"its fields cannot be read ({error})", aggregate_id, version, event_id)
             broken = True

@@ -19,7 +19,7 @@ DROP_COLUMNS = "ALTER TABLE public.events DROP COLUMN chain_hash, DROP COLUMN ke
 
 RETURNS = """
 RETURNS TABLE (kind text, id bigint, event_type text, payload jsonb, version integer, at timestamptz,
-               aggregate_type text, metadata jsonb, chain_hash bytea, key_id text, mac bytea)
+               aggregate_type text, metadata jsonb, chain_hash bytea, key_id text, mac bytea, created text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, public, pg_temp
 """
 
@@ -29,14 +29,17 @@ CLOCK_AND_SEAL = """
     RETURN QUERY SELECT 'clock',
         (SELECT count(*) FROM public.event_quarantine q WHERE q.aggregate_id = p_aggregate), NULL::text, NULL::jsonb,
         (SELECT COALESCE(max(e.version), 0) FROM public.events e WHERE e.aggregate_id = p_aggregate),
-        pg_catalog.clock_timestamp(), NULL::text, NULL::jsonb, NULL::bytea, NULL::text, NULL::bytea;
+        pg_catalog.clock_timestamp(), NULL::text, NULL::jsonb, NULL::bytea, NULL::text, NULL::bytea, NULL::text;
     RETURN QUERY SELECT 'seal', NULL::bigint, NULL::text, NULL::jsonb, s.version, NULL::timestamptz,
-        s.aggregate_type, NULL::jsonb, s.chain_hash, s.key_id, s.mac
+        s.aggregate_type, NULL::jsonb, s.chain_hash, s.key_id, s.mac, NULL::text
         FROM public.event_seal s WHERE s.aggregate_id = p_aggregate;
 """
 
-EVENT_COLUMNS = """NULL::text, e.id, e.event_type, e.event_data, e.version, e.created_at,
-               e.aggregate_type, e.metadata, e.chain_hash, e.key_id, e.mac"""
+# An event's time comes as the text its chain hash covers (eventstore.signing.utc), made by the
+# server: a long history then decodes and formats no timestamp in Python.
+EVENT_COLUMNS = """NULL::text, e.id, e.event_type, e.event_data, e.version, NULL::timestamptz,
+               e.aggregate_type, e.metadata, e.chain_hash, e.key_id, e.mac,
+               pg_catalog.to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
 NOT_QUARANTINED = "NOT EXISTS (SELECT 1 FROM public.event_quarantine q WHERE q.event_id = e.id)"
 
@@ -57,7 +60,7 @@ BEGIN
         SELECT 'snapshot', NULL::bigint, NULL::text, snap.state, snap.version,
                (SELECT e.created_at FROM public.events e
                  WHERE e.aggregate_id = p_aggregate AND e.version = snap.version),
-               NULL::text, NULL::jsonb, snap.chain_hash, snap.key_id, snap.mac
+               NULL::text, NULL::jsonb, snap.chain_hash, snap.key_id, snap.mac, NULL::text
           FROM snap
         UNION ALL
         (SELECT {EVENT_COLUMNS} FROM public.events e

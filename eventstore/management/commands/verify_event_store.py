@@ -171,7 +171,7 @@ class Command(BaseCommand):
                 if known is None or schema != known.state_schema:
                     continue
                 state = json.loads(state_text)
-                signature = Row(None, None, None, None, version, None, None, None, chain_hash, key_id, mac)
+                signature = Row(None, None, None, None, version, None, None, None, chain_hash, key_id, mac, None)
                 if not snapshot_verifies(aggregate_id, schema, signature, state):
                     problems.append(Finding(SNAPSHOT_CHECK, "it is not signed by this application", aggregate_id,
                                             version))  # fmt: skip
