@@ -86,7 +86,8 @@ class Chain:
         The loop of every load of a long history: plain tuples, and names bound once.
         """
         parse, canonical, sha256, upcast = signing.parse, signing.canonical, hashlib.sha256, upcasters.upcast
-        head, ident, events, version = self.head, self._id, [], self.version
+        head, ident, version = self.head, self._id, self.version
+        events: list[tuple[int, str, Any]] = []
         keep, sign = events.append, self._signed.append
         try:
             for row in rows:
