@@ -236,3 +236,22 @@ def test_a_history_rewritten_with_the_keys_passes_the_load_and_is_caught_by_the_
     assert f"{today}: {account.id} versions 1..3" in report and str(other.id) not in report
     with pytest.raises(CommandError, match="exists: a digest is never overwritten"):
         call_command("log_digest", "--date", today, "--out", str(kept), stdout=io.StringIO())
+
+
+def test_a_new_first_key_signs_and_the_old_one_still_verifies(settings):
+    old = settings.EVENTSTORE_SIGNING_KEYS
+    account = AccountFactory(initial_deposit=100)  # signed by the development key, "dev"
+    settings.EVENTSTORE_SIGNING_KEYS = "k2026:" + "n" * 40 + "," + old
+    snapshots.recent.forget(account.id)
+    after = services.deposit(account_id=account.id, amount=5, source="cash")
+    assert (after.balance, after.version) == (105, 2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version, key_id FROM events WHERE aggregate_id = %s ORDER BY version", [account.id])
+        assert cursor.fetchall() == [(1, "dev"), (2, "k2026")]
+    snapshots.recent.forget(account.id)
+    assert services.get_account(account.id).balance == 105
+    settings.EVENTSTORE_SIGNING_KEYS = "k2026:" + "n" * 40  # the old key dropped too soon
+    snapshots.recent.forget(account.id)
+    assert services.get_account(account.id).balance == 105  # the newest MAC vouches for the chain before it
+    first = event_ids(account.id)[1]
+    assert f"{account.id} version 1 (event {first}): its MAC (key 'dev') is not valid" in verifier()
