@@ -161,3 +161,25 @@ def test_a_digest_catches_an_event_moved_to_another_day_even_signed_again(tmp_pa
     resign(account.id)
     report, found = verify("--digest", str(kept))
     assert found and f"{today}: {account.id} versions 1..2" in report and "(versions 2..2" in report
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--since", "12"], "--since takes TRANSACTION:EVENT"),
+        (["--since", "1:9999999999999999999"], "--since takes TRANSACTION:EVENT"),  # past a bigint
+        (["--since", "x:5"], "--since takes TRANSACTION:EVENT"),
+        (["--digest", "/nonexistent/digest.json"], "No such file or directory"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_message_and_nothing_is_checked(args, message):
+    runs = IntegrityRun.objects.count()
+    with pytest.raises(CommandError, match=message):
+        call_command("verify_event_store", *args, stdout=io.StringIO())
+    assert IntegrityRun.objects.count() == runs
+
+
+@pytest.mark.parametrize("day", ["2026-13-01", "yesterday", ""])
+def test_log_digest_refuses_a_day_it_cannot_read(day):
+    with pytest.raises(CommandError, match="--date takes a day as YYYY-MM-DD"):
+        call_command("log_digest", "--date", day, stdout=io.StringIO())

@@ -50,8 +50,8 @@ SELECT COALESCE(max(transaction_id)::text, '0'), COALESCE(max(id), 0) FROM event
 
 def position(text: str) -> tuple[int, int]:
     """--since's value: TRANSACTION:EVENT, as a previous run printed it."""
-    match = re.fullmatch(r"(\d{1,19}):(\d{1,19})", text.strip())
-    if match is None:
+    match = re.fullmatch(r"(\d{1,20}):(\d{1,19})", text.strip())
+    if match is None or int(match[1]) >= 2**64 or int(match[2]) >= 2**63:  # xid8, and the bigint event id
         raise ValueError(f"--since takes TRANSACTION:EVENT as a run prints it (say 1234:56789), not {text!r}")
     return int(match[1]), int(match[2])
 
