@@ -8,7 +8,8 @@ the time raw psycopg takes to fetch, fold and check the same rows (each chain ha
 recomputed with orjson and hashlib, the seal's MAC), which is the work any reader
 that trusts no unsigned row must do. The unchecked raw fold is shown beside it.
 With a snapshot (taken as a command would, at the last multiple of
-EVENTSTORE_SNAPSHOT_EVERY), target under 5 ms and flat as history grows.
+EVENTSTORE_SNAPSHOT_EVERY), target under 5 ms and flat as history grows; and as
+of the middle of the history, with the snapshots commands keep, under 5 ms too.
 """
 
 import hashlib
@@ -128,10 +129,21 @@ def run(conninfo) -> bool:
             lambda account_id=account_id: services.get_account(account_id), repeats=REPEATS * 4
         )
         assert snapped == account
+        # The snapshots its commands would have kept, one every `every` events: a past view
+        # from the middle of the history starts from the nearest.
+        for version in range(every, size + 1, every):
+            at = snapshots.load(services.ACCOUNT, account_id, up_to_version=version)
+            snapshots.save(services.ACCOUNT, at.state, at.chain_hash)
+        middle = size // 2 + every // 2
+        past_seconds, past = timed(
+            lambda a=account_id, v=middle: services.get_account(a, version=v), repeats=REPEATS * 4
+        )
+        assert past.version == middle
         Snapshot.objects.filter(aggregate_id=account_id).delete()
 
         ratio = full_seconds / raw_seconds
         met &= ratio <= RATIO_TARGET and snap_seconds * 1000 < SNAPSHOT_TARGET_MS
+        met &= past_seconds * 1000 < SNAPSHOT_TARGET_MS
         with_snapshot_ms.append(snap_seconds * 1000)
         rows += [
             (f"{size:,} events: raw psycopg fetch + fold, unchecked", unchecked_seconds * 1000, "ms"),
@@ -140,12 +152,15 @@ def run(conninfo) -> bool:
             (f"{size:,} events: ratio", ratio, "PASS" if ratio <= RATIO_TARGET else "FAIL"),
             (f"{size:,} events: get_account, snapshot + {every} tail", snap_seconds * 1000,
              "ms " + ("PASS" if snap_seconds * 1000 < SNAPSHOT_TARGET_MS else "FAIL")),
+            (f"{size:,} events: get_account as of version {middle:,}, kept snapshots", past_seconds * 1000,
+             "ms " + ("PASS" if past_seconds * 1000 < SNAPSHOT_TARGET_MS else "FAIL")),
         ]  # fmt: skip
     raw.close()
     rows.append(("snapshot load, largest / smallest history", with_snapshot_ms[-1] / with_snapshot_ms[0], "x"))
     report(
         "replay: one account, median of repeated loads",
         rows,
-        target=f"no-snapshot ratio <= {RATIO_TARGET}; with snapshot < {SNAPSHOT_TARGET_MS} ms and flat",
+        target=f"no-snapshot ratio <= {RATIO_TARGET}; with a snapshot, now or in the past, < {SNAPSHOT_TARGET_MS} ms "
+        "and flat",
     )
     return met

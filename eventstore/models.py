@@ -83,13 +83,15 @@ class Event(models.Model):
 
 
 class Snapshot(models.Model):
-    """The latest state of one aggregate at a version: a cache, never the truth.
+    """The state of one aggregate at a version: a cache, never the truth.
 
+    Every snapshot taken is kept, so that a past view starts from the nearest one.
     Deleting every snapshot changes no answer; a snapshot whose schema_version is
     not the aggregate's current state schema is ignored.
     """
 
-    aggregate_id = models.UUIDField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)
+    aggregate_id = models.UUIDField()
     aggregate_type = models.CharField(max_length=255)
     version = models.PositiveIntegerField()
     schema_version = models.PositiveIntegerField()
@@ -104,6 +106,7 @@ class Snapshot(models.Model):
     class Meta:
         db_table = "snapshots"
         default_permissions = ("view",)
+        constraints = [models.UniqueConstraint(fields=["aggregate_id", "version"], name="snapshots_aggregate_version")]
 
     def __str__(self) -> str:
         return f"{self.aggregate_type} {self.aggregate_id} at v{self.version}"

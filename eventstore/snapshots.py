@@ -47,13 +47,14 @@ _LOAD = "SELECT * FROM events_load(%s, %s, %s, %s)"
 _SAVE = """
 INSERT INTO snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at, chain_hash, key_id, mac)
 VALUES (%s, %s, %s, %s, %s::jsonb, now(), %s, %s, %s)
-ON CONFLICT (aggregate_id) DO UPDATE
+ON CONFLICT (aggregate_id, version) DO UPDATE
    SET version = EXCLUDED.version, schema_version = EXCLUDED.schema_version,
        state = EXCLUDED.state, taken_at = EXCLUDED.taken_at, chain_hash = EXCLUDED.chain_hash,
        key_id = EXCLUDED.key_id, mac = EXCLUDED.mac
 """
-# A command's snapshot never replaces a newer one; take_snapshots replaces whatever is there.
-_ONLY_NEWER = " WHERE snapshots.version < EXCLUDED.version OR snapshots.schema_version <> EXCLUDED.schema_version"
+# Every snapshot is kept (a past view starts from the nearest). A command's snapshot replaces
+# one at the same version only if it is of another schema; take_snapshots replaces it anyway.
+_ONLY_NEWER = " WHERE snapshots.schema_version <> EXCLUDED.schema_version"
 
 _NO_LIMIT = 2**31 - 1
 

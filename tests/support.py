@@ -104,8 +104,10 @@ def resign(aggregate_id):
         for version, schema, state in cursor.fetchall():
             content = signing.snapshot_content(aggregate_id, version, schema, json.loads(state), heads[version])
             key_id, mac = keys.sign(signing.SNAPSHOT, content)
-            cursor.execute("UPDATE snapshots SET chain_hash = %s, key_id = %s, mac = %s WHERE aggregate_id = %s",
-                           [heads[version], key_id, mac, aggregate_id])  # fmt: skip
+            cursor.execute(
+                "UPDATE snapshots SET chain_hash = %s, key_id = %s, mac = %s WHERE aggregate_id = %s AND version = %s",
+                [heads[version], key_id, mac, aggregate_id, version],
+            )
     snapshots.recent.forget(uuid.UUID(str(aggregate_id)))
 
 

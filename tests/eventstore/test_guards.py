@@ -170,7 +170,7 @@ def test_a_temporary_table_named_events_does_not_fool_the_append_guard(history):
 
 def test_a_temporary_snapshots_table_does_not_fool_the_loader(history):
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE snapshots (LIKE public.snapshots)")
+        cursor.execute("CREATE TEMPORARY TABLE snapshots (LIKE public.snapshots INCLUDING IDENTITY)")
         cursor.execute(
             "INSERT INTO pg_temp.snapshots (aggregate_id, aggregate_type, version, schema_version, state, taken_at) "
             "VALUES (%s, 'Thing', 3, 1, '{\"forged\": true}', now())",
