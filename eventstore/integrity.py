@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
+
+import orjson
 
 from eventstore import signing
 from eventstore.upcasting import upcasters
@@ -79,36 +81,42 @@ class Chain:
         self._id = str(aggregate_id)  # made once: every event's content names it
         self._signed: list[tuple[Any, ...]] = []
 
-    def follow(self, rows: Sequence[tuple[Any, ...]]) -> list[tuple[int, str, Any]]:
-        """Check that the event rows (of events_load, in version order) link onto the chain; return
+    def follow(self, rows: Sequence[tuple[Any, ...]]) -> Iterator[tuple[int, str, Any]]:
+        """Check that the event rows (of events_load, in version order) link onto the chain, yielding
         them as the fold takes them: (version, event type, payload upcast to its current schema).
 
-        The loop of every load of a long history: plain tuples, and names bound once.
+        The loop of every load of a long history: plain tuples, and names bound once. The fold
+        consumes each event as it is checked, so a long history's payloads are never all held
+        at once (which would cost more in garbage collection than the fold itself).
+        Nothing may act on the fold until `close` has checked the signatures.
         """
-        parse, canonical, sha256, upcast = signing.parse, signing.canonical, hashlib.sha256, upcasters.upcast
-        head, ident, version = self.head, self._id, self.version
-        events: list[tuple[int, str, Any]] = []
-        keep, sign = events.append, self._signed.append
+        parse, dumps, sha256, upcast = signing.parse, orjson.dumps, hashlib.sha256, upcasters.upcast
+        head, ident, version, signed = self.head, self._id, self.version, self._signed
+        sealed = self.seal.version if self.seal is not None else 0  # unsigned events up to here need no more check
+        sign = signed.append
         try:
             for row in rows:
                 version, event_type, data, metadata = row[4], row[2], parse(row[3]), row[7]
-                content = canonical({
+                content = {
                     "aggregate_id": ident, "aggregate_type": row[6], "version": version, "event_type": event_type,
                     "data": data, "metadata": None if metadata is None else parse(metadata), "created_at": row[11],
-                })  # fmt: skip
-                head = sha256(head + content).digest()
+                }  # fmt: skip
+                try:
+                    head = sha256(head + dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+                except TypeError:  # a value orjson cannot hold: the slow path
+                    head = sha256(head + signing.canonical(content)).digest()
                 chain_hash = row[8]
                 if chain_hash is None:
-                    self._unsigned(version, head)
+                    if version >= sealed or signed:
+                        self._unsigned(version, head)
                 elif head != chain_hash:
                     raise IntegrityHold(self.aggregate_id, version, "it is not the event that was signed at this place")
                 else:
                     sign(row)
-                keep((version, event_type, upcast(event_type, data)))
+                yield version, event_type, upcast(event_type, data)
         except (TypeError, ValueError) as error:
             raise IntegrityHold(self.aggregate_id, version, f"its fields cannot be read ({error})") from None
         self.head, self.version = head, version
-        return events
 
     def _unsigned(self, version: int, head: bytes) -> None:
         """An event stored before signing: only the seal can vouch for it."""

@@ -192,7 +192,7 @@ def _after(aggregate: Aggregate[S], kept: Loaded[S], clock: Row, seal: Row | Non
     if not rows:
         return kept._replace(clock=clock.at, stored_version=max(clock.version, state.version))
     chain = Chain(state.id, kept.chain_hash, state.version, seal)
-    after = aggregate.fold(state.id, chain.follow(rows), state)
+    after = _checked_fold(aggregate, chain, rows, state)
     return Loaded(after, clock.at, chain.close(), kept.quarantined, max(clock.version, after.version))
 
 
@@ -208,10 +208,19 @@ def _folded(aggregate: Aggregate[S], aggregate_id: uuid.UUID, clock: Row, seal: 
         else:
             chain = Chain(aggregate_id, bytes(snapshot.chain_hash or b""), start.version, seal)
             rows = rows[1:]
-    events = chain.follow(rows)
-    state = aggregate.fold(aggregate_id, events, start)
+    state = _checked_fold(aggregate, chain, rows, start)
     stored = max(clock.version, state.version) if up_to == _NO_LIMIT else state.version
-    return Loaded(state, clock.at if (events or start is not None) else None, chain.close(), clock.id or 0, stored)
+    return Loaded(state, clock.at if chain.version else None, chain.close(), clock.id or 0, stored)
+
+
+def _checked_fold(aggregate: Aggregate[S], chain: Chain, rows: list[tuple[Any, ...]], start: S | None) -> S:
+    """The fold of the rows as the chain checks them. An event the fold refuses may be one forged
+    at the next link without the key: its signature is checked first, so that the hold names it."""
+    try:
+        return aggregate.fold(chain.aggregate_id, chain.follow(rows), start)
+    except Exception:
+        chain.close()
+        raise
 
 
 def load_at(

@@ -146,6 +146,21 @@ def test_garbage_at_the_next_version_holds_the_account_until_the_owner_quarantin
     assert f"event {garbage}, version 2 of {account.id}: forged by a leaked role, ticket 42" in out.getvalue()
 
 
+def test_garbage_linked_onto_the_chain_without_the_key_is_named_by_its_signature_not_by_the_fold(settings):
+    """The chain hash needs no key, so a forger can link a row; the fold refuses the row's payload
+    before the signatures are checked, and the hold must still say that the row is forged."""
+    account = AccountFactory(initial_deposit=100)
+    keys = settings.EVENTSTORE_SIGNING_KEYS
+    settings.EVENTSTORE_SIGNING_KEYS = "forger:" + "f" * 40  # a key the bank does not hold
+    with as_application():
+        garbage = insert_event(account.id, "Deposited", {"amount": "lots"})
+    settings.EVENTSTORE_SIGNING_KEYS = keys
+    snapshots.recent.forget(account.id)
+    hold = held(account.id)
+    assert hold.version == 2 and "its signature is not valid" in str(hold)
+    assert f"{account.id} version 2 (event {garbage}): its MAC (key 'forger') is not valid" in verifier()
+
+
 def test_a_quarantine_reaches_a_process_holding_the_state_from_before_it():
     account = AccountFactory(initial_deposit=100)
     signed_by_mistake = insert_event(account.id, "Deposited", {"amount": 7, "source": "x", "schema_version": 2})
