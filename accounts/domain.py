@@ -20,6 +20,7 @@ import dataclasses
 import re
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Callable, ClassVar, Iterable  # noqa: UP035  test_domain.py allows typing, not collections.abc
 
 # ISO 4217 codes the bank handles, with their number of decimal places.
@@ -39,8 +40,27 @@ ACTIVE, FROZEN, CLOSED = "active", "frozen", "closed"
 STATUSES = (ACTIVE, FROZEN, CLOSED)
 
 
+@dataclass(frozen=True)
+class AccountName:
+    """An account as a refusal names it: by its owner. The pages make it a link to the account."""
+
+    id: uuid.UUID
+    owner: str
+
+    def __str__(self) -> str:
+        return self.owner or f"account {self.id}"
+
+
 class DomainError(Exception):
-    """A command the bank's rules refuse; the message is fit to show a member of staff."""
+    """A command the bank's rules refuse; the message is fit to show a member of staff.
+
+    It is made of text and the accounts it names (`parts`): read as a string, each
+    account is its owner's name; a page links each to the account.
+    """
+
+    def __init__(self, *parts: str | AccountName) -> None:
+        self.parts = parts
+        super().__init__("".join(map(str, parts)))
 
 
 class AccountNotFound(DomainError):
@@ -235,16 +255,29 @@ UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+def decimals(currency: str) -> int:
+    return CURRENCIES.get(currency, 2)
+
+
+def format_money(minor: int, currency: str) -> str:
+    """1250, 'EUR' -> '12.50 EUR' (with thousands separators): money as staff read it."""
+    places = decimals(currency)
+    return f"{Decimal(minor).scaleb(-places):,.{places}f} {currency}"
+
+
 # --- validation -----------------------------------------------------------------
 
 
-def check_amount(amount: object, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
+def check_amount(amount: object, currency: str, ceiling: int = DEFAULT_AMOUNT_CEILING) -> int:
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise InvalidAmount(f"The amount must be a whole number of minor units (cents), not {amount!r}.")
+        raise InvalidAmount(f"The amount must be a whole number of minor units (cents), not {amount!r:.40}.")
     if amount <= 0:
         raise InvalidAmount("The amount must be greater than zero.")
     if amount >= ceiling:
-        raise InvalidAmount(f"The amount must be below {ceiling:,} minor units.")
+        raise InvalidAmount(
+            f"{format_money(amount, currency)} is too large: "
+            f"the amount must be below {format_money(ceiling, currency)}."
+        )
     return amount
 
 
@@ -507,68 +540,80 @@ class BankAccount:
         if isinstance(initial_deposit, bool) or not isinstance(initial_deposit, int) or initial_deposit < 0:
             raise InvalidAmount("The opening deposit must be zero or a positive whole number of minor units.")
         if initial_deposit >= ceiling:
-            raise InvalidAmount(f"The amount must be below {ceiling:,} minor units.")
+            raise InvalidAmount(
+                f"{format_money(initial_deposit, currency)} is too large: "
+                f"the opening deposit must be below {format_money(ceiling, currency)}."
+            )
         account_id = check_account_id(account_id)
-        BankAccount(account_id, currency=currency)._require_room(initial_deposit)
+        BankAccount(account_id, owner, currency=currency)._require_room(initial_deposit)
         return [Opened(str(account_id), owner, currency, initial_deposit)]
 
-    def _require_active(self) -> None:
+    @property
+    def name(self) -> AccountName:
+        return AccountName(self.id, self.owner)
+
+    def money(self, minor: int) -> str:
+        return format_money(minor, self.currency)
+
+    def _require_active(self, blocked: str) -> None:
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.id} is closed.")
+            raise AccountClosed("The account of ", self.name, f" is closed: {blocked}.")
         if self.status == FROZEN:
-            raise AccountFrozen(f"Account {self.id} is frozen.")
+            raise AccountFrozen("The account of ", self.name, f" is frozen: {blocked} until a supervisor unfreezes it.")
 
     def _require_room(self, amount: int) -> None:
         if self.balance + amount > MAX_BALANCE:
             raise BalanceLimitExceeded(
-                f"Account {self.id} holds {self.balance} minor units of {self.currency}; "
-                f"{amount} more would exceed the largest balance an account can hold ({MAX_BALANCE:,} minor units)."
+                "The account of ",
+                self.name,
+                f" holds {self.money(self.balance)}; {self.money(amount)} more "
+                f"would exceed the largest balance an account can hold ({self.money(MAX_BALANCE)}).",
             )
 
-    def _require_funds(self, amount: int) -> None:
+    def _require_funds(self, amount: int, what: str) -> None:
         if amount > self.balance:
             raise InsufficientFunds(
-                f"Insufficient funds: account {self.id} holds {self.balance} and cannot pay out {amount} "
-                f"(minor units of {self.currency})."
-            )
+                f"Insufficient funds: balance {self.money(self.balance)}; cannot {what} {self.money(amount)} from "
+                "the account of ", self.name, ".",
+            )  # fmt: skip
 
     def deposit(self, *, amount: int, source: str, ceiling: int = DEFAULT_AMOUNT_CEILING) -> list[Event]:
-        amount, source = check_amount(amount, ceiling), check_text(source, "source")
-        self._require_active()
+        amount, source = check_amount(amount, self.currency, ceiling), check_text(source, "source")
+        self._require_active("no money can be paid in")
         self._require_room(amount)
         return [Deposited(amount, source)]
 
     def withdraw(self, *, amount: int, reason: str, ceiling: int = DEFAULT_AMOUNT_CEILING) -> list[Event]:
-        amount, reason = check_amount(amount, ceiling), check_text(reason, "reason")
-        self._require_active()
-        self._require_funds(amount)
+        amount, reason = check_amount(amount, self.currency, ceiling), check_text(reason, "reason")
+        self._require_active("no money can be paid out")
+        self._require_funds(amount, "withdraw")
         return [Withdrawn(amount, reason)]
 
     def freeze(self, *, reason: str) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.id} is closed.")
+            raise AccountClosed("The account of ", self.name, " is closed: it cannot be frozen.")
         if self.status == FROZEN:
-            raise AccountFrozen(f"Account {self.id} is already frozen.")
+            raise AccountFrozen("The account of ", self.name, " is already frozen.")
         return [Frozen(reason)]
 
     def unfreeze(self, *, reason: str) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.id} is closed.")
+            raise AccountClosed("The account of ", self.name, " is closed: it cannot be unfrozen.")
         if self.status != FROZEN:
-            raise AccountNotFrozen(f"Account {self.id} is not frozen.")
+            raise AccountNotFrozen("The account of ", self.name, " is not frozen.")
         return [Unfrozen(reason)]
 
     def close(self, *, reason: str) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
-            raise AccountClosed(f"Account {self.id} is already closed.")
+            raise AccountClosed("The account of ", self.name, " is already closed.")
         if self.balance != 0:
             raise BalanceNotZero(
-                f"Account {self.id} still holds {self.balance} minor units of {self.currency}; "
-                "only an account with a zero balance can be closed."
-            )
+                "The account of ", self.name, f" still holds {self.money(self.balance)}; "
+                "only an account with a zero balance can be closed.",
+            )  # fmt: skip
         return [Closed(reason)]
 
 
@@ -582,17 +627,17 @@ def transfer(
     ceiling: int = DEFAULT_AMOUNT_CEILING,
 ) -> tuple[list[Event], list[Event]]:
     """Decide a transfer: the events for the paying account and for the receiving one."""
-    amount, reference = check_amount(amount, ceiling), check_text(reference, "reference")
+    amount, reference = check_amount(amount, source.currency, ceiling), check_text(reference, "reference")
     if source.id == target.id:
         raise SameAccountTransfer("An account cannot transfer money to itself.")
-    source._require_active()
-    target._require_active()
+    source._require_active("no money can be paid out")
+    target._require_active("no money can be paid in")
     if source.currency != target.currency:
         raise CurrencyMismatch(
-            f"Account {source.id} is in {source.currency} and account {target.id} "
-            f"in {target.currency}; a transfer needs one currency."
-        )
-    source._require_funds(amount)
+            "The account of ", source.name, f" is in {source.currency} and the account of ", target.name,
+            f" in {target.currency}; a transfer needs one currency.",
+        )  # fmt: skip
+    source._require_funds(amount, "transfer")
     target._require_room(amount)
     transfer_id = str(transfer_id)
     return (

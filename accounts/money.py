@@ -12,17 +12,13 @@ comma at all ("1,250" in KWD could mean 1.250).
 import re
 from decimal import Decimal
 
-from accounts.domain import CURRENCIES
+from accounts.domain import decimals, format_money
 
 _AMOUNT = re.compile(r"(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d*)?|\.\d+", re.ASCII)
 
 
 class AmountError(ValueError):
     """The text is not an amount this currency can hold; the message says why."""
-
-
-def decimals(currency: str) -> int:
-    return CURRENCIES.get(currency, 2)
 
 
 def _how_to_write(currency: str) -> str:
@@ -72,12 +68,6 @@ def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool =
     if minor >= ceiling:
         raise AmountError(f"{shown} is too large: the amount must be below {format_money(ceiling, currency)}.")
     return minor
-
-
-def format_money(minor: int, currency: str) -> str:
-    """1250, 'EUR' -> '12.50 EUR' (with thousands separators)."""
-    places = decimals(currency)
-    return f"{Decimal(minor).scaleb(-places):,.{places}f} {currency}"
 
 
 def to_decimal_string(minor: int | Decimal, currency: str) -> str:

@@ -6,6 +6,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils.html import escape
 
 from accounts import services
 from accounts.models import Account
@@ -102,7 +103,7 @@ def test_freezing_from_the_admin_asks_for_a_reason_then_uses_the_services(superv
     page = done.content.decode()
     assert services.get_account(active.id).status == "frozen"
     assert f"{active.id}): frozen." in page
-    assert f"{closed.id}): not frozen — Account {closed.id} is closed." in page
+    assert f"{closed.id}): not frozen — The account of {escape(closed.owner)} is closed: it cannot be frozen." in page
     frozen_event = EventStore().load(active.id)[-1]
     assert frozen_event.event_type == "Frozen" and frozen_event.metadata["reason"] == "fraud check"
 

@@ -15,7 +15,7 @@ def test_domain_imports_nothing_from_django_or_the_database():
     imported = {
         alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
     } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "dataclasses", "re", "uuid", "typing"}
+    assert imported <= {"__future__", "dataclasses", "decimal", "re", "uuid", "typing"}
 
 
 @pytest.mark.parametrize(
