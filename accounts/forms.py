@@ -7,6 +7,7 @@ staff was looking at (to tell them if it moved).
 """
 
 import datetime
+import uuid
 from typing import cast
 
 from django import forms
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 
+from accounts import selectors
 from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
 from eventstore.models import MAX_KEY_LENGTH
@@ -63,9 +65,38 @@ class WithdrawForm(AccountCommandForm):
 
 
 class TransferForm(AccountCommandForm):
-    to_account = forms.UUIDField(label="To account", help_text="The receiving account's id.")
+    to_account = forms.CharField(
+        label="To account", max_length=200, strip=True,
+        help_text="The recipient's name (any part, any order), or the first 6 or more characters of the account id.",
+    )  # fmt: skip
     amount = forms.CharField(max_length=40)
     reference = _text("Reference")
+
+    CHOICES_SHOWN = 10
+
+    def clean_to_account(self) -> uuid.UUID:
+        """The recipient: an account id, or the one account a name or an id's start finds. When several
+        match, the field becomes a chooser of them (the page shows it; nothing is sent until one is picked)."""
+        typed = self.cleaned_data["to_account"]
+        try:
+            return uuid.UUID(typed)
+        except ValueError:
+            pass
+        found = selectors.recipients(typed, currency=self.account.currency, besides=self.account.id,
+                                     limit=self.CHOICES_SHOWN + 1)  # fmt: skip
+        if len(found) == 1:
+            return found[0].account_id
+        if not found:
+            raise forms.ValidationError(
+                f"No other active {self.account.currency} account matches “{typed[:60]}”. "
+                "Type part of the owner's name, or the start of the account id."
+            )
+        shown = found[: self.CHOICES_SHOWN]
+        self.fields["to_account"].widget = forms.RadioSelect(
+            choices=[(str(a.account_id), f"{a.owner} · {str(a.account_id)[:8]}… · {a.currency}") for a in shown]
+        )
+        more = " (the first ten; type more of the name to narrow it)" if len(found) > self.CHOICES_SHOWN else ""
+        raise forms.ValidationError(f"Several accounts match “{typed[:60]}”{more}: choose the recipient.")
 
 
 class ReasonForm(AccountCommandForm):

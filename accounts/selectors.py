@@ -7,6 +7,7 @@ continue before), so the thousandth page costs what the first does.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.contrib.auth.models import Group
+from django.db.models import Count, Func, Q, QuerySet, Sum, TextField, Value
+from django.db.models.functions import Cast
 
-from accounts.domain import BankAccount, money_effect
+from accounts.domain import ACTIVE, CLOSED, BankAccount, money_effect
 from accounts.models import Account, DailyStatement
 from eventstore.models import Event, IntegrityFinding, IntegrityRun, ProjectionCheckpoint, QuarantinedEvent
 
@@ -91,18 +94,44 @@ def latest_events(limit: int = 15) -> list[Event]:
 # --- accounts ---------------------------------------------------------------------
 
 
+class Folded(Func):
+    """A text folded as the search index holds it: lower case, accents removed (migration 0006)."""
+
+    function = "public.accounts_folded"
+    output_field = TextField()
+
+
+ID_PREFIX = re.compile(r"[0-9a-f]{6}[0-9a-f-]{0,30}", re.IGNORECASE)  # how much of an id a search may start with
+
+
+def matching(query: str) -> QuerySet[Account]:
+    """Accounts whose owner's name holds every word of `query` (in any order, ignoring case and
+    accents), or whose id starts with it (6 characters or more). Both are served by indexes."""
+    words = query.split()[:8]
+    if not words:
+        return Account.objects.all()
+    by_name = Q()
+    for word in words:
+        by_name &= Q(folded__contains=Func(Value(word), function="public.accounts_folded", output_field=TextField()))
+    accounts = Account.objects.annotate(folded=Folded("owner"))
+    text = query.strip().lower()
+    if len(words) == 1 and ID_PREFIX.fullmatch(text):
+        return accounts.annotate(id_text=Cast("account_id", TextField())).filter(by_name | Q(id_text__startswith=text))
+    return accounts.filter(by_name)
+
+
 def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: int = PAGE_SIZE) -> Page[Account]:
-    accounts = Account.objects.all()
-    query = query.strip()
-    if query:
-        try:
-            accounts = accounts.filter(Q(account_id=uuid.UUID(query)) | Q(owner__icontains=query))
-        except ValueError:
-            accounts = accounts.filter(owner__icontains=query)
+    accounts = matching(query)
     if status:
         accounts = accounts.filter(status=status)
     start = (page - 1) * size
     return _page(list(accounts[start : start + size + 1]), size, lambda row: page + 1)
+
+
+def recipients(query: str, *, currency: str, besides: uuid.UUID, limit: int = 10) -> list[Account]:
+    """The active accounts of one currency a transfer could go to, for the transfer form's chooser."""
+    accounts = matching(query).filter(status=ACTIVE, currency=currency).exclude(account_id=besides)
+    return list(accounts.order_by("owner", "account_id")[:limit])
 
 
 # --- one account ------------------------------------------------------------------
@@ -151,6 +180,29 @@ def _replayed(account_id: uuid.UUID) -> QuerySet[Event]:
     """The account's events as replay reads them: without those the owner quarantined."""
     quarantined = QuarantinedEvent.objects.filter(aggregate_id=account_id).values("event_id")
     return Event.objects.filter(aggregate_id=account_id).exclude(id__in=quarantined)
+
+
+@dataclass
+class StatusNote:
+    """Why an account is frozen or closed, for its banner: the event that made it so, and who may lift it."""
+
+    event: Event
+    lifted_by: list[str]  # the roles whose members may unfreeze it (none for a closed account)
+
+
+def status_note(account: BankAccount) -> StatusNote | None:
+    """For a frozen or closed account, the event that froze or closed it. Nothing happens to such
+    an account but unfreezing or closing it, so that event is its last: one indexed row."""
+    if account.status == ACTIVE or not account.exists:
+        return None
+    last = events_between(account.id, account.version - 1, account.version)
+    if not last:
+        return None
+    lifted_by = [] if account.status == CLOSED else list(
+        Group.objects.filter(permissions__codename="unfreeze_account", permissions__content_type__app_label="accounts")
+        .order_by("name").values_list("name", flat=True)
+    )  # fmt: skip
+    return StatusNote(last[0], lifted_by)
 
 
 def events_between(

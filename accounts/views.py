@@ -7,9 +7,8 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import wraps
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -19,23 +18,17 @@ from django.http import Http404, HttpResponseBadRequest, QueryDict, StreamingHtt
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.charts import balance_chart
+from accounts.command_pages import COMMANDS, OFFERED, linked, needs_review, preview, refusal
 from accounts.domain import EVENT_TYPES, STATUSES, BankAccount, DomainError, label
 from accounts.domain import amount as amount_moved
-from accounts.forms import (
-    AccountSearchForm,
-    AsOfForm,
-    AuditFilterForm,
-    DepositForm,
-    MonthForm,
-    OpenAccountForm,
-    ReasonForm,
-    TransferForm,
-    WithdrawForm,
-)
+from accounts.forms import AccountSearchForm, AsOfForm, AuditFilterForm, MonthForm, OpenAccountForm
 from accounts.money import format_money
 from accounts.money import to_decimal_string as _decimal
 
@@ -59,61 +52,19 @@ def staff_permission(permission: str):
     return decorator
 
 
+def csrf_failure(request, reason=""):
+    """A form whose CSRF check failed (an expired session, a page kept open too long, another
+    site's form): say that nothing was done and lead back, instead of Django's technical page."""
+    referer = request.META.get("HTTP_REFERER", "")
+    host, https = request.get_host(), request.is_secure()
+    safe = url_has_allowed_host_and_scheme(referer, allowed_hosts={host}, require_https=https)
+    page = urlsplit(referer)
+    back = f"{page.path}?{page.query}" if safe and page.path else reverse("accounts:dashboard")
+    logger.warning("CSRF check failed for %s: %s", request.path, reason)
+    return render(request, "403_csrf.html", {"back": back}, status=403)
+
+
 # --- commands on one account ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Command:
-    label: str
-    form: type
-    permission: str
-    run: Callable  # (account_id, cleaned_data, idempotency_key) -> BankAccount | (BankAccount, BankAccount)
-    describe: Callable  # (cleaned_data, currency) -> what the success message says was done
-
-
-COMMANDS = {
-    "deposit": Command(
-        "Deposit", DepositForm, "accounts.deposit",
-        lambda a, d, k: services.deposit(account_id=a, amount=d["amount"], source=d["source"], idempotency_key=k),
-        lambda d, c: f"Deposited {format_money(d['amount'], c)}.",
-    ),
-    "withdraw": Command(
-        "Withdraw", WithdrawForm, "accounts.withdraw",
-        lambda a, d, k: services.withdraw(account_id=a, amount=d["amount"], reason=d["reason"], idempotency_key=k),
-        lambda d, c: f"Withdrew {format_money(d['amount'], c)}.",
-    ),
-    "transfer": Command(
-        "Transfer", TransferForm, "accounts.transfer",
-        lambda a, d, k: services.transfer(
-            from_account_id=a, to_account_id=d["to_account"], amount=d["amount"], reference=d["reference"],
-            idempotency_key=k,
-        )[0],
-        lambda d, c: f"Transferred {format_money(d['amount'], c)} to account {d['to_account']}.",
-    ),
-    "freeze": Command(
-        "Freeze", ReasonForm, "accounts.freeze_account",
-        lambda a, d, k: services.freeze(account_id=a, reason=d["reason"], idempotency_key=k),
-        lambda d, c: "Account frozen.",
-    ),
-    "unfreeze": Command(
-        "Unfreeze", ReasonForm, "accounts.unfreeze_account",
-        lambda a, d, k: services.unfreeze(account_id=a, reason=d["reason"], idempotency_key=k),
-        lambda d, c: "Account unfrozen.",
-    ),
-    "close": Command(
-        "Close", ReasonForm, "accounts.close_account",
-        lambda a, d, k: services.close_account(account_id=a, reason=d["reason"], idempotency_key=k),
-        lambda d, c: "Account closed.",
-    ),
-}  # fmt: skip
-
-
-# Which forms make sense in each status; the domain still checks every rule.
-OFFERED = {
-    "active": ["deposit", "withdraw", "transfer", "freeze", "close"],
-    "frozen": ["unfreeze", "close"],
-    "closed": [],
-}
 
 
 # --- keys bound to the page -------------------------------------------------------------
@@ -180,6 +131,12 @@ def _what_it_did(account, states) -> str:
 
 @require_POST
 def account_command(request, account_id, command):
+    """Check the form; show the review step where one is due; run the command; go back to the account page.
+
+    Whatever happens, the browser ends on the account page's address (a refused or
+    invalid form comes back there with its values and errors), so reloading it never
+    posts again. Only the review step is rendered at this address, and it stores nothing.
+    """
     spec = COMMANDS.get(command)
     if spec is None:
         raise Http404("No such command.")
@@ -194,34 +151,115 @@ def account_command(request, account_id, command):
     if account is None:
         raise Http404("No such account.")
     form = spec.form(request.POST, account=account, prefix=command)
-    token = _token_of(request.POST.get(f"{command}-idempotency_key", ""))
     if not form.is_valid():
-        messages.error(request, f"{spec.label}: please correct the fields marked below. Nothing was done.")
-        return _account_page(request, account_id, token=token, bound={command: form}, status=400)
-    data = form.cleaned_data
-    try:
-        with services.outcome() as seen:
-            after = spec.run(account.id, data, data["idempotency_key"])
-    except DomainError as error:
-        messages.error(request, f"{spec.label} refused: {error} Nothing was done.")
-        return _account_page(request, account_id, token=token, bound={command: form}, status=409)
-    except services.ConcurrencyConflict:
-        messages.error(
-            request,
-            f"{spec.label} refused: the account kept changing while your command was being decided "
-            "(others are working on it). Nothing was done; try again.",
+        return _back_to_form(
+            request, account, command, form, "Please correct the fields marked below. Nothing was done."
         )
-        return _account_page(request, account_id, token=token, bound={command: form}, status=409)
+    if request.POST.get(f"{command}-change"):
+        return _back_to_form(request, account, command, form)
+    data = form.cleaned_data
+    token = _token_of(data["idempotency_key"])
+    try:
+        if needs_review(spec, account, data) and not request.POST.get(f"{command}-confirmed"):
+            preview(spec, account, data)  # a command the rules refuse goes back to its form at once
+            request.session[_review_key(token, command)] = _kept(form, command)
+            return redirect(f"{reverse('accounts:review', args=[account.id, command])}?{FORM_TOKEN}={token}")
+        with services.outcome() as seen:
+            states = spec.run(account.id, data, data["idempotency_key"])
+    except DomainError as error:
+        return _back_to_form(request, account, command, form, refusal(spec.label, error))
+    except services.ConcurrencyConflict:
+        return _back_to_form(request, account, command, form, f"{spec.label} refused: the account kept changing "
+                             "while your command was being decided (others are working on it). Nothing was done; "
+                             "try again.")  # fmt: skip
+    request.session.pop(_review_key(token, command), None)
+    done = linked(spec.done(data, states))
     if seen.replayed:
         messages.info(
-            request,
-            f"Already done: {spec.describe(data, account.currency)} This form had been submitted before; "
-            "nothing new was stored.",
+            request, format_html("Already done: {} This form had been submitted before; nothing new was stored.", done)
         )
     else:
-        messages.success(request, spec.describe(data, account.currency))
-        _tell_what_changed(request, account, data["expected_version"], after)
+        messages.success(request, done)
+        _tell_what_changed(request, account, data["expected_version"], states[0])
     return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
+
+
+# A form sent back to the account page, with its values and what went wrong: in the
+# session (server-side), read once by the page the redirect lands on.
+SENT_BACK = "sent_back_form"
+
+
+def _kept(form, command: str) -> dict[str, str]:
+    """What a command form sent, but the review step's buttons: to send it back, or to confirm it."""
+    return {key: value for key, value in form.data.items()
+            if key.startswith(f"{command}-") and key not in (f"{command}-confirmed", f"{command}-change")}  # fmt: skip
+
+
+def _back_to_form(request, account, command: str, form, problem: str = ""):
+    request.session[SENT_BACK] = {"account": str(account.id), "command": command, "data": _kept(form, command),
+                                  "problem": problem}  # fmt: skip
+    token = _token_of(form.data.get(f"{command}-idempotency_key", ""))
+    # No #fragment: a page opened at one ignores autofocus, which scrolls to the form anyway.
+    return redirect(f"{reverse('accounts:detail', args=[account.id])}?{FORM_TOKEN}={token}")
+
+
+def _sent_back(request, account) -> dict:
+    """The form the last command sent back to this account's page, bound again, with its problem
+    at its top and the focus on its first invalid field (or its first field, after Change)."""
+    sent = request.session.pop(SENT_BACK, None)
+    if not sent or sent.get("account") != str(account.id):
+        return {}
+    name = sent["command"]
+    if name not in OFFERED[account.status]:  # the account's status refused it: no such form now
+        if sent["problem"]:
+            messages.error(request, mark_safe(sent["problem"]))  # made by this module, every value in it escaped
+        return {}
+    form = COMMANDS[name].form(sent["data"], account=account, prefix=name)
+    form.is_valid()
+    if sent["problem"]:
+        form.add_error(None, mark_safe(sent["problem"]))  # made by this module, every value in it escaped
+    first = next((field for field in form.visible_fields() if field.errors), None) or form.visible_fields()[0]
+    form.fields[first.name].widget.attrs["autofocus"] = True
+    return {name: form}
+
+
+def _review_key(token: str, command: str) -> str:
+    return f"review:{token}:{command}"
+
+
+@require_GET
+def review(request, account_id, command):
+    """The review step: what a command would do, decided on the account as it is now; nothing stored.
+
+    A page of its own (the form's values in the session, under the page's token), so that
+    reloading it, or coming Back to it after confirming, posts nothing: its Confirm sends
+    the same idempotency key again, which stores nothing a second time.
+    """
+    spec, token = COMMANDS.get(command), _form_token(request)
+    if spec is None:
+        raise Http404("No such command.")
+    if not request.user.is_authenticated:
+        return redirect_to_login(reverse("accounts:detail", args=[account_id]))
+    if not request.user.has_perm(spec.permission):
+        raise PermissionDenied
+    account, problem = services.last_readable(account_id)
+    if account is None:
+        raise Http404("No such account.")
+    kept = request.session.get(_review_key(token, command)) if token else None
+    if kept is None or problem is not None:
+        why = problem or "there is nothing to review (the page is out of date). Nothing was done."
+        messages.error(request, f"{spec.label} refused: {why}")
+        return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
+    form = spec.form(kept, account=account, prefix=command)
+    if not form.is_valid():
+        return _back_to_form(request, account, command, form, "Please correct the fields marked. Nothing was done.")
+    try:
+        what = preview(spec, account, form.cleaned_data)
+    except DomainError as error:
+        return _back_to_form(request, account, command, form, refusal(spec.label, error))
+    return render(request, "accounts/review.html", {
+        "name": command, "spec": spec, "form": form, "preview": what, "kept": sorted(kept.items()), "current": account,
+    })  # fmt: skip
 
 
 STALE_EVENTS_SHOWN = 5
@@ -301,7 +339,7 @@ def account_detail(request, account_id):
     return _account_page(request, account_id, token=token or str(uuid.uuid4()))
 
 
-def _account_page(request, account_id, *, token: str, bound: dict | None = None, status: int = 200):
+def _account_page(request, account_id, *, token: str):
     current, problem = services.last_readable(account_id)
     if current is None and problem is not None:
         current = BankAccount(problem.account_id)  # even its opening cannot be read
@@ -322,7 +360,9 @@ def _account_page(request, account_id, *, token: str, bound: dict | None = None,
     )
     month_form = MonthForm(request.GET)
     month = (month_form.cleaned_data["month"] if month_form.is_valid() else None) or _this_month()
-    forms, done = ({}, {}) if past or problem else _forms_for(request.user, current, token, bound)
+    forms, done = (
+        ({}, {}) if past or problem else _forms_for(request.user, current, token, _sent_back(request, current))
+    )
     return render(
         request,
         "accounts/account_detail.html",
@@ -339,8 +379,9 @@ def _account_page(request, account_id, *, token: str, bound: dict | None = None,
             "forms": forms,
             "done": done,
             "commands": COMMANDS,
+            "reviewed": [name for name, command in COMMANDS.items() if command.always_reviewed],
+            "status_note": None if past else selectors.status_note(current),
         },
-        status=status,
     )
 
 

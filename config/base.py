@@ -50,6 +50,12 @@ EVENTSTORE_RECENT_STATES = env("EVENTSTORE_RECENT_STATES")
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY")
 # Every amount a command moves must be below this many minor units.
 ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")
+# From which amount (major units, per currency) the pages show a review step before a deposit
+# or a withdrawal; closing, freezing, unfreezing and transfers always have one. About
+# 10,000 EUR's worth; REVIEW_AT="EUR=5000;JPY=800000" changes those it names.
+THRESHOLDS = {"JPY": 1_500_000, "ISK": 1_500_000, "KWD": 3_000, "BHD": 3_000}
+REVIEW_AT = {**THRESHOLDS, **env.dict("REVIEW_AT", cast={"value": int}, default={})}
+REVIEW_AT_OTHERS = 10_000  # a currency REVIEW_AT does not name
 # How long a web request waits for a lock (an account another command holds) and
 # runs one statement, in milliseconds; management commands are not bounded.
 WEB_LOCK_TIMEOUT_MS = env("WEB_LOCK_TIMEOUT_MS")
@@ -72,6 +78,9 @@ INSTALLED_APPS = [
     "eventstore",
     "accounts",
 ]
+
+# A failed CSRF check says nothing was done and leads back (not Django's technical page).
+CSRF_FAILURE_VIEW = "accounts.views.csrf_failure"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

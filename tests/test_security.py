@@ -86,6 +86,7 @@ CHECKED = {
     # every URL name of the site, and the test that checks who may use it and how
     "login", "logout",
     "accounts:dashboard", "accounts:list", "accounts:open", "accounts:detail", "accounts:command",
+    "accounts:review",
     "accounts:audit", "accounts:audit_csv", "accounts:statement_csv",
 }  # fmt: skip
 

@@ -66,8 +66,19 @@ COMMANDS = {
 }
 
 
-def command_post(command, account, data, **extra):
-    payload = {f"{command}-{k}": v for k, v in data.items()}
+def landed_on_form(response, account, command):
+    """A refused or invalid form comes back to the account page, at the form: reloading it posts nothing."""
+    (url, status), *_ = response.redirect_chain
+    detail = reverse("accounts:detail", args=[account.id])
+    assert status == 302 and url.startswith(f"{detail}?form=")
+    assert "autofocus" in response.content.decode().split(f'id="{command}"')[1].split("</form>")[0]
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def command_post(command, account, data, *, confirmed=True, **extra):
+    """The POST of a command form; `confirmed`, as the review step's Confirm sends it."""
+    payload = {f"{command}-{k}": v for k, v in data.items()} | ({f"{command}-confirmed": "1"} if confirmed else {})
     payload |= {f"{command}-idempotency_key": str(uuid.uuid4()), f"{command}-expected_version": account.version}
     payload |= {f"{command}-{k}": v for k, v in extra.items()}
     return payload
@@ -154,10 +165,12 @@ def test_bad_amounts_are_refused_at_the_field_and_store_nothing(amount, message)
     response = client_for("teller").post(
         reverse("accounts:command", args=[account.id, "deposit"]),
         command_post("deposit", account, {"amount": amount, "source": "cash"}),
+        follow=True,
     )
-    assert response.status_code == 400
-    assert message in response.content.decode()
-    assert "Nothing was done" in response.content.decode()
+    page = landed_on_form(response, account, "deposit")
+    assert message in page and "Nothing was done" in page
+    assert 'class="error-summary" role="alert"' in page and 'href="#id_deposit-amount"' in page
+    assert 'aria-invalid="true"' in page and "autofocus" in page.split('name="deposit-amount"')[1].split(">")[0]
     assert event_count(account.id) == 1
 
 
@@ -166,10 +179,12 @@ def test_a_business_error_shows_on_the_page_and_keeps_the_form():
     response = client_for("teller").post(
         reverse("accounts:command", args=[account.id, "withdraw"]),
         command_post("withdraw", account, {"amount": "5000.00", "reason": "new car"}),
+        follow=True,
     )
-    page = response.content.decode()
-    assert response.status_code == 409
-    assert "Withdraw refused: Insufficient funds" in page
+    page = landed_on_form(response, account, "withdraw")
+    link = f'<a href="{reverse("accounts:detail", args=[account.id])}">{escape(account.owner)}</a>'
+    refused = "Withdraw refused: Insufficient funds: balance 100.00 EUR; cannot withdraw 5,000.00 EUR"
+    assert f"{refused} from the account of {link}." in page
     assert 'value="5000.00"' in page and 'value="new car"' in page
     assert event_count(account.id) == 1
 
@@ -180,15 +195,18 @@ def test_same_account_transfer_and_frozen_account_errors_are_shown():
     response = client.post(
         reverse("accounts:command", args=[account.id, "transfer"]),
         command_post("transfer", account, {"amount": "1.00", "reference": "self", "to_account": str(account.id)}),
+        follow=True,
     )
-    assert response.status_code == 409 and "cannot transfer money to itself" in response.content.decode()
+    assert "cannot transfer money to itself" in landed_on_form(response, account, "transfer")
     services.freeze(account_id=account.id, reason="check")
     frozen = services.get_account(account.id)
     response = client.post(
         reverse("accounts:command", args=[account.id, "deposit"]),
         command_post("deposit", frozen, {"amount": "1.00", "source": "cash"}),
     )
-    assert response.status_code == 409 and "is frozen" in response.content.decode()
+    assert response.status_code == 302  # refused: the deposit form is not offered on a frozen account
+    page = client.get(response["Location"]).content.decode()
+    assert "is frozen: no money can be paid in until a supervisor unfreezes it. Nothing was done." in page
 
 
 def test_a_double_submitted_form_stores_one_event():
@@ -378,11 +396,12 @@ def test_a_deposit_form_submitted_again_after_back_stores_nothing_and_says_what_
     payload["deposit-idempotency_key"] = f"{token}:deposit"
     url = reverse("accounts:command", args=[account.id, "deposit"])
     first = client.post(url, payload, follow=True)
-    assert "Deposited 25.50 EUR." in first.content.decode()
+    assert "Deposited 25.50 EUR into the account of" in first.content.decode()
     assert page_token(first) != token  # the next page gets keys of its own
 
     again = client.post(url, payload, follow=True).content.decode()  # Back (from the browser's cache), submit
-    assert "Already done: Deposited 25.50 EUR. This form had been submitted before; nothing new was stored." in again
+    assert "Already done: Deposited 25.50 EUR into the account of" in again
+    assert "This form had been submitted before; nothing new was stored." in again
     assert event_count(account.id) == 2
 
     back = client.get(
@@ -508,11 +527,12 @@ def test_a_command_on_an_account_held_by_a_stuck_transaction_says_busy_and_does_
     response = client.post(
         reverse("accounts:command", args=[account.id, "withdraw"]),
         command_post("withdraw", account, {"amount": "1.00", "reason": "ATM"}),
+        follow=True,
     )
     waited = time.monotonic() - started
     holder.rollback()
-    page = response.content.decode()
-    assert response.status_code == 409 and waited < 5
+    page = landed_on_form(response, account, "withdraw")
+    assert waited < 5
     assert "The account is busy: another command on it is still running. Nothing was done; try again" in page
     assert event_count(account.id) == 1
 

@@ -40,7 +40,7 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     page.fill("#id_deposit-amount", "25.50")
     page.fill("#id_deposit-source", "cash")
     page.click("button:has-text('Deposit')")
-    page.wait_for_selector("text=Deposited 25.50 EUR.")
+    page.wait_for_selector("text=Deposited 25.50 EUR into the account of")
     assert "125.50 EUR" in page.inner_text(".balance")
     shot(page, "deposited")
     deposited_at = EventStore().load(account.id)[-1].created_at
@@ -50,18 +50,24 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     page.fill("#id_withdraw-reason", "new car")
     page.click("button:has-text('Withdraw')")
     page.wait_for_selector("text=Withdraw refused: Insufficient funds")
-    assert page.input_value("#id_withdraw-amount") == "1000.00"  # the form is kept
+    assert page.input_value("#id_withdraw-amount") == "1000.00"  # the form is kept, on the account page
+    assert page.url.split("?")[0].endswith(f"/accounts/{account.id}/")  # F5 posts nothing
+    assert page.evaluate("document.activeElement.id") == "id_withdraw-amount"  # the focus is on the form
     shot(page, "withdraw-refused")
 
     page.fill("#id_withdraw-amount", "20.00")
     page.click("button:has-text('Withdraw')")
-    page.wait_for_selector("text=Withdrew 20.00 EUR.")
+    page.wait_for_selector("text=Withdrew 20.00 EUR from the account of")
     shot(page, "withdrew")
 
-    page.fill("#id_transfer-to_account", str(landlord.id))
+    page.fill("#id_transfer-to_account", landlord.owner.split()[-1].lower())  # found by name
     page.fill("#id_transfer-amount", "5.50")
     page.fill("#id_transfer-reference", "rent")
     page.click("button:has-text('Transfer')")
+    page.wait_for_selector("text=Nothing has been done yet")
+    assert landlord.owner in page.inner_text(".review") and "5.50 EUR" in page.inner_text(".review")
+    shot(page, "transfer-review")
+    page.click("button:has-text('Confirm')")
     page.wait_for_selector("text=Transferred 5.50 EUR")
     assert "100.00 EUR" in page.inner_text(".balance")
     assert page.locator("button:has-text('Freeze')").count() == 0  # not a teller's command
@@ -72,7 +78,8 @@ def test_teller_and_supervisor_work_an_account_through_the_browser(page, shot):
     page.goto(f"/accounts/{account.id}/")
     page.fill("#id_freeze-reason", "fraud check")
     page.click("button:has-text('Freeze')")
-    page.wait_for_selector("text=Account frozen.")
+    page.click("button:has-text('Confirm')")
+    page.wait_for_selector("text=Froze the account of")
     assert services.get_account(account.id).status == "frozen"
     shot(page, "frozen")
 

@@ -212,7 +212,7 @@ def test_granting_again_gives_the_same_and_takes_back_what_was_added_by_hand(app
 
 
 def test_the_app_role_works_the_bank(app):
-    account = AccountFactory(initial_deposit=1_000)
+    account, payee = AccountFactory(initial_deposit=1_000), AccountFactory(owner="Zoë Payee-Holmes")
     out = io.StringIO()
     call_command("grant_app_role", app, "--create", stdout=out)
     assert "events: SELECT, INSERT (aggregate_id," in out.getvalue()
@@ -233,6 +233,13 @@ def test_the_app_role_works_the_bank(app):
         assert posted.status_code == 302
         page = client.get(reverse("accounts:detail", args=[account.id]), {"form": token}).content.decode()
         assert "Already done: this page's deposit form was submitted" in page
+        # The search (pg_trgm, unaccent and their wrapper), and a transfer by name through its review.
+        listed = client.get(reverse("accounts:list"), {"q": payee.owner.lower()}).content.decode()
+        assert str(payee.id) in listed
+        review = client.post(reverse("accounts:command", args=[account.id, "transfer"]), {
+            "transfer-amount": "0.10", "transfer-reference": "r", "transfer-to_account": payee.owner,
+            "transfer-expected_version": 3, "transfer-idempotency_key": f"{token}:transfer"}, follow=True)  # fmt: skip
+        assert "Nothing has been done yet" in review.content.decode()
         # take_snapshots and replay_account run as the application role.
         call_command("take_snapshots", str(account.id), stdout=io.StringIO())
         replayed = io.StringIO()
