@@ -1,0 +1,32 @@
+"""Every page fits the width of a phone, a laptop and a wide screen: no sideways scrolling of the
+page (a wide table scrolls in its own box), and Log out always in reach."""
+
+import pytest
+
+from accounts import services
+from tests.factories import AccountFactory, UserFactory
+from tests.support import log_in
+
+WIDTHS = (390, 1024, 1366, 1920)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_fits_the_width_and_keeps_log_out_in_reach(page, shot, width):
+    UserFactory(username="sam", role="supervisor")
+    account = AccountFactory(owner="Zoë Holmes-Ferreira de Albuquerque", initial_deposit=123_456_789, with_history=3)
+    frozen = AccountFactory(owner="Frozen Customer")
+    services.freeze(account_id=frozen.id, reason="suspected fraud")
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, "sam")
+    pages = {
+        "dashboard": "/", "accounts": "/accounts/?q=zoe", "account": f"/accounts/{account.id}/",
+        "frozen": f"/accounts/{frozen.id}/", "audit": "/audit/", "open": "/accounts/open/",
+    }  # fmt: skip
+    for name, path in pages.items():
+        page.goto(path)
+        shot(page, f"{name}-{width}")
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"{name} at {width} px is {wide} px wide"
+        log_out = page.locator("form[action='/logout/'] button")
+        box = log_out.bounding_box()
+        assert log_out.is_visible() and box is not None and box["x"] + box["width"] <= width, name
