@@ -126,8 +126,22 @@ class OpenAccountForm(CommandForm):
         return cleaned
 
 
+MOMENT_FORMAT = "%Y-%m-%d %H:%M:%S"  # how the pages show a moment, in UTC
+
+
+class MomentInput(forms.TextInput):
+    """A moment typed as the pages show one (2026-11-27 14:05:09, UTC): not only a browser's local-time picker."""
+
+    def __init__(self, attrs=None):
+        super().__init__({"placeholder": "2026-11-27 14:05:09", "autocomplete": "off", **(attrs or {})})
+        self.format = MOMENT_FORMAT
+
+
 class MomentField(forms.DateTimeField):
     """A moment in time, ISO 8601, returned in UTC (UTC too when typed without an offset).
+
+    `to_the_end_of_the_second`: a moment typed to the second, as the pages show one, means the
+    whole of that second (an event at 14:05:09.4 is in "as of 14:05:09").
 
     Normalising to UTC here means the database never sees an offset it cannot
     store (PostgreSQL takes at most ±15:59), and a moment that leaves the
@@ -135,14 +149,23 @@ class MomentField(forms.DateTimeField):
     """
 
     default_error_messages = {
-        "invalid": "Enter a date and time, like 2026-11-27T10:00:00 (UTC) or 2026-11-27T11:00:00+01:00.",
+        "invalid": "Enter a date and time, like 2026-11-27 10:00:00 (UTC) or 2026-11-27T11:00:00+01:00.",
         "out_of_range": "{value} is outside the calendar (years 1 to 9999 in UTC).",
     }
+
+    widget = MomentInput
+
+    def __init__(self, *, to_the_end_of_the_second=False, **kwargs):
+        self.to_the_end_of_the_second = to_the_end_of_the_second
+        kwargs.setdefault("help_text", "In UTC, as the pages show times: 2026-11-27 14:05:09.")
+        super().__init__(**kwargs)
 
     def to_python(self, value):
         moment = super().to_python(value)
         if moment is None:
             return None
+        if self.to_the_end_of_the_second and moment.microsecond == 0 and "." not in str(value):
+            moment += datetime.timedelta(microseconds=999_999)
         try:
             return moment.astimezone(datetime.UTC)
         except OverflowError:
@@ -154,19 +177,25 @@ class MomentField(forms.DateTimeField):
 class AsOfForm(forms.Form):
     """The past-view picker: a moment, or a version."""
 
-    as_of = MomentField(
-        required=False, label="As of", widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1})
-    )
+    as_of = MomentField(required=False, label="As of", to_the_end_of_the_second=True)
     version = forms.IntegerField(required=False, min_value=1, max_value=2**31 - 1)
 
 
 class AuditFilterForm(forms.Form):
     event_type = forms.ChoiceField(required=False, choices=[])
-    actor = forms.CharField(required=False, max_length=150)
+    actor = forms.CharField(required=False, max_length=150, widget=forms.TextInput(attrs={"list": "actors"}),
+                            help_text="Any member of staff: type or pick a name.")  # fmt: skip
     account = forms.UUIDField(required=False)
     correlation_id = forms.CharField(required=False, max_length=100)
-    since = MomentField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    until = MomentField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    since = MomentField(required=False, label="From (UTC)")
+    until = MomentField(required=False, label="Until (UTC)", to_the_end_of_the_second=True)
+
+    def clean(self):
+        super().clean()
+        since, until = self.cleaned_data.get("since"), self.cleaned_data.get("until")
+        if since and until and since > until:
+            self.add_error("until", "This is before “From”: the range is backwards. Swap the two times.")
+        return self.cleaned_data
 
     def __init__(self, *args, event_types=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -212,4 +241,5 @@ class StaffLoginForm(AuthenticationForm):
 class AccountSearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, strip=True)
     status = forms.ChoiceField(required=False, choices=[("", "Any status")] + [(s, s.title()) for s in STATUSES])
+    currency = forms.ChoiceField(required=False, choices=[("", "Any currency")] + [(c, c) for c in sorted(CURRENCIES)])
     page = forms.IntegerField(required=False, min_value=1, max_value=10_000)

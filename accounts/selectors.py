@@ -11,17 +11,18 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db.models import Count, Func, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Cast
 
-from accounts.domain import ACTIVE, CLOSED, BankAccount, money_effect
+from accounts.domain import ACTIVE, CLOSED, BankAccount, counterparty, money_effect
 from accounts.models import Account, DailyStatement
 from eventstore.models import Event, IntegrityFinding, IntegrityRun, ProjectionCheckpoint, QuarantinedEvent
+from eventstore.store import EventStore
 
 PAGE_SIZE = 25
 CHART_EVENTS = 200
@@ -120,10 +121,13 @@ def matching(query: str) -> QuerySet[Account]:
     return accounts.filter(by_name)
 
 
-def search_accounts(*, query: str = "", status: str = "", page: int = 1, size: int = PAGE_SIZE) -> Page[Account]:
+def search_accounts(*, query: str = "", status: str = "", currency: str = "", page: int = 1,
+                    size: int = PAGE_SIZE) -> Page[Account]:  # fmt: skip
     accounts = matching(query)
     if status:
         accounts = accounts.filter(status=status)
+    if currency:
+        accounts = accounts.filter(currency=currency)
     start = (page - 1) * size
     return _page(list(accounts[start : start + size + 1]), size, lambda row: page + 1)
 
@@ -146,6 +150,24 @@ def account_history(account_id: uuid.UUID, *, up_to_version: int | None = None, 
     if before_version is not None:
         events = events.filter(version__lt=before_version)
     return _page(list(events[: size + 1]), size, lambda event: event.version)
+
+
+def with_balances(events: list[Event], balance: int) -> list[tuple[Event, int]]:
+    """A page of an account's events (newest first), each with the balance after it, worked back
+    from `balance`, the balance after the first: no older state is loaded."""
+    rows = []
+    for event in events:
+        rows.append((event, balance))
+        try:
+            balance -= money_effect(event.event_type, event.data)
+        except (KeyError, TypeError, ValueError):  # unreadable: the page's integrity warning says so
+            pass
+    return rows
+
+
+def counterparties(events: Iterable[Event]) -> dict[uuid.UUID, Account]:
+    """The other accounts of the transfers among `events`, by id (for their owners' names)."""
+    return accounts_by_id(filter(None, (counterparty(event.event_type, event.data) for event in events)))
 
 
 @dataclass
@@ -226,6 +248,11 @@ class AuditFilters:
     until: datetime | None = None
 
 
+def staff_names(limit: int = 1000) -> list[str]:
+    """The usernames of the staff, for the audit log's actor filter (events name their actor by it)."""
+    return list(User.objects.order_by("username").values_list("username", flat=True)[:limit])
+
+
 def audit_events(filters: AuditFilters) -> QuerySet[Event]:
     """Every event matching the filters, newest first (a queryset, for pages and CSV)."""
     events = Event.objects.order_by("-id")
@@ -264,6 +291,21 @@ class Statement:
     debits: Decimal | int
     closing_balance: int | None
     applied_at: datetime | None  # when the statement projection last applied events
+
+
+MONTH_EVENTS_SHOWN = 100
+
+
+def month_events(account_id: uuid.UUID, month: date, *, up_to_version: int) -> Page[Event]:
+    """The account's events in one calendar month (UTC) up to a version, oldest first: a statement's lines.
+    Bounded by versions (the account's index), found from the month's first and last moments."""
+    store = EventStore()
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end = datetime(*(month.replace(day=28) + timedelta(days=4)).replace(day=1).timetuple()[:3], tzinfo=UTC)
+    instant = timedelta(microseconds=1)
+    before, last = store.version_at(account_id, start - instant), store.version_at(account_id, end - instant)
+    events = _replayed(account_id).filter(version__gt=before, version__lte=min(last, up_to_version))
+    return _page(list(events.order_by("version")[: MONTH_EVENTS_SHOWN + 1]), MONTH_EVENTS_SHOWN, lambda e: e.version)
 
 
 def month_statement(account_id: uuid.UUID, month: date) -> Statement:

@@ -26,7 +26,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import selectors, services
 from accounts.charts import balance_chart
 from accounts.command_pages import COMMANDS, OFFERED, linked, needs_review, preview, refusal
-from accounts.domain import EVENT_TYPES, STATUSES, BankAccount, DomainError, label
+from accounts.domain import (
+    CURRENCIES,
+    EVENT_TYPES,
+    STATUSES,
+    BankAccount,
+    DomainError,
+    counterparty,
+    label,
+    money_effect,
+)
 from accounts.domain import amount as amount_moved
 from accounts.forms import AccountSearchForm, AsOfForm, AuditFilterForm, MonthForm, OpenAccountForm
 from accounts.money import format_money
@@ -322,12 +331,14 @@ def account_list(request):
     form = AccountSearchForm(request.GET)
     data = form.cleaned_data if form.is_valid() else {}
     query, status, page = data.get("q") or "", data.get("status") or "", data.get("page") or 1
-    results = selectors.search_accounts(query=query, status=status, page=page) if form.is_valid() else None
-    return render(
-        request,
-        "accounts/account_list.html",
-        {"form": form, "page": results, "page_number": page, "query": query, "status": status, "statuses": STATUSES},
+    currency = data.get("currency") or ""
+    results = (
+        selectors.search_accounts(query=query, status=status, currency=currency, page=page) if form.is_valid() else None
     )
+    return render(request, "accounts/account_list.html", {
+        "form": form, "page": results, "page_number": page, "query": query, "status": status, "statuses": STATUSES,
+        "currency": currency, "currencies": sorted(CURRENCIES),
+    })  # fmt: skip
 
 
 @require_GET
@@ -358,8 +369,18 @@ def _account_page(request, account_id, *, token: str):
     history = (
         selectors.account_history(current.id, up_to_version=account.version, before_version=before) if account else None
     )
+    rows = []
+    if account and history and history.items:
+        top = history.items[0].version  # the balance after it: the account's, or (an older page) a load at it
+        shown = account if top == account.version else services.get_account(current.id, version=top)
+        rows = selectors.with_balances(history.items, shown.balance if shown else 0)
     month_form = MonthForm(request.GET)
-    month = (month_form.cleaned_data["month"] if month_form.is_valid() else None) or _this_month()
+    month = month_form.cleaned_data["month"] if month_form.is_valid() else None
+    if month is None:  # the month on show: the past view's, or this one; the picker then shows it
+        month = rows[0][0].created_at.date().replace(day=1) if past and rows else _this_month()
+        if not request.GET.get("month"):  # nothing typed (a mistyped month keeps its error)
+            month_form = MonthForm({"month": f"{month:%Y-%m}"})
+            month_form.is_valid()
     forms, done = (
         ({}, {}) if past or problem else _forms_for(request.user, current, token, _sent_back(request, current))
     )
@@ -368,6 +389,9 @@ def _account_page(request, account_id, *, token: str):
         "accounts/account_detail.html",
         {
             "statement": selectors.month_statement(current.id, month),
+            "statement_lines": selectors.month_events(current.id, month, up_to_version=account.version)
+            if account
+            else None,
             "month_form": month_form,
             "account": account,
             "current": current,
@@ -375,6 +399,8 @@ def _account_page(request, account_id, *, token: str):
             "past": past,
             "picker": picker,
             "history": history,
+            "rows": rows,
+            "others": selectors.counterparties(history.items) if history else {},
             "chart": balance_chart(selectors.balance_points(account)) if account else None,
             "forms": forms,
             "done": done,
@@ -496,6 +522,7 @@ def audit_log(request):
             "page": page,
             "query": query.urlencode(),
             "accounts": selectors.accounts_by_id(e.aggregate_id for e in page.items) if page else {},
+            "actors": selectors.staff_names(),
         },
     )
 
@@ -506,16 +533,9 @@ class _Echo:
 
 
 CSV_COLUMNS = [
-    "id",
-    "created_at",
-    "aggregate_id",
-    "version",
-    "event_type",
-    "actor",
-    "correlation_id",
-    "data",
-    "metadata",
-]
+    "id", "created_at", "aggregate_id", "owner", "version", "event_type", "amount", "currency",
+    "counterparty", "counterparty_owner", "actor", "correlation_id", "data", "metadata",
+]  # fmt: skip
 
 
 CSV_CHUNK = 2000  # rows per fetch
@@ -546,10 +566,13 @@ def audit_log_csv(request):
         yield writer.writerow(CSV_COLUMNS)
         written = 0
         rest = events.filter(id__lt=head[-1].id).iterator(chunk_size=CSV_CHUNK) if len(head) == CSV_CHUNK else ()
+        stream = itertools.chain(head, rest)
         try:
-            for event in itertools.chain(head, rest):
-                yield _audit_row(writer, event)
-                written += 1
+            while chunk := list(itertools.islice(stream, CSV_CHUNK)):
+                named = selectors.accounts_by_id(e.aggregate_id for e in chunk) | selectors.counterparties(chunk)
+                for event in chunk:
+                    yield _audit_row(writer, event, named)
+                    written += 1
         except DatabaseError:
             logger.exception("audit CSV export failed after %d rows", written)
             yield writer.writerow([f"# INCOMPLETE EXPORT: the database failed after {written} rows; "
@@ -563,10 +586,20 @@ def audit_log_csv(request):
     )
 
 
-def _audit_row(writer, event) -> str:
-    metadata = event.metadata or {}
+def _audit_row(writer, event, named) -> str:
+    """One event as a CSV line: its money as a signed decimal in its currency, its accounts by owner,
+    every text cell kept from running as a formula."""
+    metadata, account = event.metadata or {}, named.get(event.aggregate_id)
+    currency = account.currency if account else ""
+    try:
+        effect = money_effect(event.event_type, event.data)
+    except (KeyError, TypeError, ValueError):  # unreadable: the raw data column still has it
+        effect = 0
+    other = counterparty(event.event_type, event.data) if isinstance(event.data, dict) else None
     return writer.writerow([
-        event.id, event.created_at.isoformat(), event.aggregate_id, event.version, event.event_type,
+        event.id, event.created_at.isoformat(), event.aggregate_id, _csv_safe(account.owner if account else ""),
+        event.version, _csv_safe(event.event_type), _decimal(effect, currency) if effect and currency else "",
+        currency, other or "", _csv_safe(named[other].owner if other in named else ""),
         _csv_safe(metadata.get("actor", "")), _csv_safe(metadata.get("correlation_id", "")),
         _csv_safe(json.dumps(event.data, sort_keys=True)), _csv_safe(json.dumps(metadata, sort_keys=True)),
     ])  # fmt: skip

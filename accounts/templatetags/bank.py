@@ -34,6 +34,29 @@ def event_amount(event):
 
 
 @register.filter
+def signed_money(event, currency):
+    """The money an event moved, signed as it moved the balance: "+12.50 EUR", "−12.50 EUR" (a real
+    minus sign, so a withdrawal reads as one without its colour); "" for an event that moves none."""
+    try:
+        effect = domain.money_effect(event.event_type, event.data)
+    except (KeyError, TypeError, ValueError):  # an unreadable event: the page's integrity warning says so
+        return ""
+    if not effect:
+        return ""
+    return ("+" if effect > 0 else "\u2212") + format_money(abs(effect), currency)
+
+
+_TOWARDS = {"TransferSent": "to", "TransferReceived": "from"}
+
+
+@register.filter
+def event_title(event):
+    """The event as staff name it: "Transfer received from" (the page adds the counterparty's name)."""
+    title = domain.label(event.event_type)
+    return f"{title} {_TOWARDS[event.event_type]}" if event.event_type in _TOWARDS else title
+
+
+@register.filter
 def direction(event):
     """ "credit", "debit", "open" or "status": how the event is marked."""
     return domain.direction(event.event_type)

@@ -325,19 +325,20 @@ def test_the_audit_log_filters_and_its_csv_streams_the_same_rows():
     client = client_for("auditor")
     page = client.get(reverse("accounts:audit"), {"event_type": "Deposited", "account": str(account.id)})
     assert page.status_code == 200
-    assert page.content.decode().count("<td>Deposited</td>") == 1
+    assert page.content.decode().count('<td title="Deposited">Deposit</td>') == 1
     response = client.get(reverse("accounts:audit_csv"), {"account": str(account.id)})
     assert response.streaming
     lines = b"".join(response.streaming_content).decode().strip().splitlines()
     assert lines[0].startswith("id,created_at,aggregate_id")
-    assert [line.split(",")[4] for line in lines[1:]] == ["Deposited", "Opened"]
+    assert [line.split(",")[5] for line in lines[1:]] == ["Deposited", "Opened"]
 
 
 def test_the_audit_log_by_correlation_id_finds_both_sides_of_a_transfer():
     payer, payee = TransferPairFactory()
     correlation = store.load(payer.id)[-1].metadata["correlation_id"]
     page = client_for("auditor").get(reverse("accounts:audit"), {"correlation_id": correlation}).content.decode()
-    assert "<td>TransferSent</td>" in page and "<td>TransferReceived</td>" in page
+    assert '<td title="TransferSent">Transfer sent to</td>' in page
+    assert '<td title="TransferReceived">Transfer received from</td>' in page
 
 
 def test_bad_audit_filters_are_reported_not_crashed():

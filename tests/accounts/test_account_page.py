@@ -1,0 +1,112 @@
+"""Reading an account: the audit trail, the statement, the as-of picker, as staff read them."""
+
+import csv
+import io
+
+import pytest
+from django.urls import reverse
+from django.utils.html import escape
+
+from accounts import services
+from eventstore.store import EventStore
+from tests.accounts.test_views import client_for
+from tests.factories import AccountFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def page(account, **query):
+    return client_for("auditor").get(reverse("accounts:detail", args=[account.id]), query, follow=True).content.decode()
+
+
+def rows(html):
+    body = html.split("<h2>Audit trail")[1].split("<tbody>")[1].split("</tbody>")[0]
+    return body.split("<tr>")[1:]
+
+
+def test_the_audit_trail_signs_amounts_names_events_and_counterparties_and_runs_the_balance():
+    account = AccountFactory(initial_deposit=10_000)
+    zoe = AccountFactory(owner="Zoë Holmes", initial_deposit=5_000)
+    services.withdraw(account_id=account.id, amount=2_550, reason="rent")
+    services.transfer(from_account_id=zoe.id, to_account_id=account.id, amount=1_000, reference="gift")
+    newest, withdrawal, opening = rows(page(account))
+    link = f'<a href="{reverse("accounts:detail", args=[zoe.id])}">{escape(zoe.owner)}</a>'
+    assert f"Transfer received from\n              {link}" in newest
+    assert "+10.00 EUR" in newest and "84.50 EUR" in newest  # the amount, then the balance after it
+    assert "Withdrawal" in withdrawal and "\u221225.50 EUR" in withdrawal and "74.50 EUR" in withdrawal
+    assert "Account opened" in opening and "+100.00 EUR" in opening
+    assert 'href="?version=2"' in withdrawal  # view the account as of this row
+
+
+def test_an_older_page_of_the_trail_runs_the_balance_from_where_it_starts():
+    account = AccountFactory(initial_deposit=0, with_history=30)  # deposits and withdrawals of 10.00 in turn
+    first_page = rows(page(account))
+    older = rows(page(account, before=first_page[-1].split('href="?version=')[1].split('"')[0]))
+    version = int(older[0].split('href="?version=')[1].split('"')[0])
+    shown = services.get_account(account.id, version=version)
+    assert f"{shown.balance / 100:,.2f} EUR</td>" in older[0]
+
+
+def test_the_statement_shows_the_month_on_show_and_its_transactions_and_follows_a_past_view():
+    account = AccountFactory(initial_deposit=10_000)
+    services.deposit(account_id=account.id, amount=1_234, source="salary")
+    now = page(account)
+    month = EventStore().load(account.id)[-1].created_at.strftime("%Y-%m")
+    assert f'name="month" value="{month}"' in now
+    statement = now.split("<h2>Statement</h2>")[1]
+    assert "Transactions" in statement and "+12.34 EUR" in statement
+    past = page(account, version=1).split("<h2>Statement</h2>")[1]
+    assert "Transactions up to version 1" in past and "+12.34 EUR" not in past
+    assert 'name="version" value="1"' in past  # changing the month keeps the past view
+
+
+def test_the_as_of_picker_takes_a_time_as_the_page_shows_it_and_gives_that_version():
+    account = AccountFactory(initial_deposit=10_000)
+    services.deposit(account_id=account.id, amount=500, source="cash")
+    deposited = EventStore().load(account.id)[-1].created_at
+    shown = deposited.strftime("%Y-%m-%d %H:%M:%S")  # to the second, as the trail shows it
+    html = page(account, as_of=shown)
+    assert "as it was at version 2" in html and f"as of {shown} UTC" in html
+    assert 'placeholder="2026-11-27 14:05:09"' in html and "In UTC" in html
+
+
+def test_a_backwards_date_range_in_the_audit_log_says_so():
+    backwards = {"since": "2026-11-27 10:00:00", "until": "2026-11-26 10:00:00"}
+    html = client_for("auditor").get(reverse("accounts:audit"), backwards).content.decode()
+    assert "the range is backwards" in html
+
+
+def test_a_skip_link_leads_to_the_main_content_and_commands_are_a_jump_away():
+    account = AccountFactory()
+    html = client_for("teller").get(reverse("accounts:detail", args=[account.id]), follow=True).content.decode()
+    assert '<a class="skip" href="#main">Skip to main content</a>' in html and '<main id="main"' in html
+    assert 'aria-label="Commands on this account">Commands:' in html and 'href="#id_deposit-amount"' in html
+
+
+def test_the_audit_csv_has_money_owners_and_counterparties_and_no_cell_runs_as_a_formula():
+    payer = AccountFactory(owner='=HYPERLINK("http://evil")', initial_deposit=10_000)
+    payee = AccountFactory(owner="@Payee", initial_deposit=0)
+    services.transfer(from_account_id=payer.id, to_account_id=payee.id, amount=2_550, reference="+rent")
+    response = client_for("auditor").get(reverse("accounts:audit_csv"), {"account": str(payer.id)})
+    lines = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    sent = lines[0]
+    assert (sent["event_type"], sent["amount"], sent["currency"]) == ("TransferSent", "-25.50", "EUR")
+    assert sent["owner"] == '\'=HYPERLINK("http://evil")' and sent["counterparty"] == str(payee.id)
+    assert sent["counterparty_owner"] == "'@Payee" and lines[1]["amount"] == "100.00"
+
+
+def test_the_audit_log_offers_the_staff_as_actors():
+    UserFactory(username="zoe.teller", role="teller")
+    html = client_for("auditor").get(reverse("accounts:audit")).content.decode()
+    assert '<datalist id="actors">' in html and '<option value="zoe.teller">' in html and 'list="actors"' in html
+
+
+def test_the_dashboard_links_its_figures_to_the_filtered_lists_and_signs_its_latest_activity():
+    account = AccountFactory(owner="Dash Board", initial_deposit=10_000)
+    services.withdraw(account_id=account.id, amount=1_000, reason="cash")
+    client = client_for("auditor")
+    html = client.get(reverse("accounts:dashboard")).content.decode()
+    assert 'href="/accounts/?status=frozen"' in html and 'href="/accounts/?currency=EUR"' in html
+    assert "\u221210.00 EUR" in html and '<td title="Withdrawn">Withdrawal</td>' in html and "Dash Board" in html
+    listed = client.get(reverse("accounts:list"), {"currency": "USD"}).content.decode()
+    assert "Dash Board" not in listed
