@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from accounts import services
 from accounts.domain import MAX_TEXT_LENGTH, DomainError
@@ -54,7 +55,7 @@ def _status_action(request, queryset, *, command, verb, done, permission, title)
     )
 
 
-@admin.action(description="Freeze the selected accounts…", permissions=["view"])
+@admin.action(description="Freeze the selected accounts…", permissions=["freeze"])
 def freeze_accounts(modeladmin, request, queryset):
     return _status_action(
         request, queryset, command=services.freeze, verb="freeze", done="frozen",
@@ -62,7 +63,7 @@ def freeze_accounts(modeladmin, request, queryset):
     )  # fmt: skip
 
 
-@admin.action(description="Unfreeze the selected accounts…", permissions=["view"])
+@admin.action(description="Unfreeze the selected accounts…", permissions=["unfreeze"])
 def unfreeze_accounts(modeladmin, request, queryset):
     return _status_action(
         request, queryset, command=services.unfreeze, verb="unfreeze", done="unfrozen",
@@ -82,6 +83,16 @@ class AccountAdmin(ReadOnlyAdmin):
     @admin.display(description="balance", ordering="balance")
     def formatted_balance(self, account):
         return format_money(account.balance, account.currency)
+
+    def view_on_site(self, account):
+        return reverse("accounts:detail", args=[account.account_id])
+
+    # An action is offered only to a role that may run it (and the action checks again).
+    def has_freeze_permission(self, request):
+        return request.user.has_perm("accounts.freeze_account")
+
+    def has_unfreeze_permission(self, request):
+        return request.user.has_perm("accounts.unfreeze_account")
 
     def get_actions(self, request):
         actions = super().get_actions(request)

@@ -136,6 +136,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-gb"
+FORMAT_MODULE_PATH = ["config.formats"]  # times to the second, as the pages show them
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

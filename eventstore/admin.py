@@ -16,7 +16,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from eventstore import registry
@@ -55,6 +55,15 @@ class ReadOnlyAdmin(_ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+def _page_of(aggregate_type: str, aggregate_id: object) -> str | None:
+    """The page the app registered for an aggregate of this type (None if none, or the id is not one)."""
+    url_name = registry.aggregate_url(aggregate_type)
+    try:
+        return reverse(url_name, args=[aggregate_id]) if url_name else None
+    except NoReverseMatch:
+        return None
 
 
 def pretty(value: object) -> SafeString:
@@ -98,11 +107,7 @@ class EventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="aggregate")
     def aggregate(self, event: Event) -> str:
-        url_name = registry.aggregate_url(event.aggregate_type)
-        try:
-            url = reverse(url_name, args=[event.aggregate_id]) if url_name else None
-        except NoReverseMatch:
-            url = None
+        url = _page_of(event.aggregate_type, event.aggregate_id)
         return format_html('<a href="{}">{}</a>', url, event.aggregate_id) if url else str(event.aggregate_id)
 
     @admin.display(description="actor")
@@ -146,11 +151,22 @@ class SnapshotAdmin(ReadOnlyAdmin):
 
 @admin.register(CommandLog)
 class CommandLogAdmin(ReadOnlyAdmin):
-    list_display = ["key", "command", "recorded_at"]
+    list_display = ["command", "actor", "aggregates", "recorded_at", "key"]
     search_fields = ["=key"]
     ordering = ["-recorded_at"]
-    fields = ("key", "command", "arguments_hash", "recorded_at", "pretty_result")
+    fields = ("key", "actor", "command", "aggregates", "arguments_hash", "recorded_at", "pretty_result")
     readonly_fields = fields
+
+    @admin.display(description="actor")
+    def actor(self, entry: CommandLog) -> str:
+        return entry.key.split(":", 1)[0]  # keys are "<actor>:<key>", and a username holds no colon
+
+    @admin.display(description="what it changed")
+    def aggregates(self, entry: CommandLog) -> SafeString:
+        """The aggregates the command left, each a link to its page, at the version it left."""
+        changed = (entry.result or {}).get("aggregates") or []
+        pages = [(_page_of(str(kind), str(ident)), ident, version) for kind, ident, version in changed]
+        return format_html_join(", ", '<a href="{}">{}</a> v{}', (page for page in pages if page[0]))
 
     @admin.display(description="result")
     def pretty_result(self, entry: CommandLog) -> SafeString:

@@ -1,5 +1,7 @@
 """The admin: history read-only, counts bounded, freeze and unfreeze through the services."""
 
+import re
+
 import pytest
 from django.contrib.admin.sites import site
 from django.db import connection
@@ -132,3 +134,30 @@ def test_admin_pages_by_role(role):
             assert response.status_code == 403
         else:
             assert response.status_code == 200
+
+
+def test_the_account_admin_offers_its_actions_only_to_roles_that_may_run_them():
+    AccountFactory()
+    for role, offered in [("teller", False), ("auditor", False), ("supervisor", True)]:
+        client = Client()
+        client.force_login(UserFactory(role=role, is_staff=True))
+        page = client.get(reverse("admin:accounts_account_changelist")).content.decode()
+        assert ('value="freeze_accounts"' in page) is offered and ('value="unfreeze_accounts"' in page) is offered
+
+
+def test_the_account_admin_shows_money_times_to_the_second_and_links_to_the_back_office(supervisor_client):
+    account = AccountFactory(initial_deposit=123_456)
+    listed = supervisor_client.get(reverse("admin:accounts_account_changelist")).content.decode()
+    assert "1,234.56 EUR" in listed
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listed), "times to the second"
+    detail = supervisor_client.get(reverse("admin:accounts_account_change", args=[account.id])).content.decode()
+    on_site = re.search(r'<a href="([^"]+)" class="viewsitelink">View on site</a>', detail)
+    assert on_site and on_site.group(1) == reverse("accounts:detail", args=[account.id])
+
+
+def test_the_command_log_admin_shows_who_ran_each_command_and_what_it_changed(admin_client):
+    account = AccountFactory()
+    services.deposit(account_id=account.id, amount=5, source="cash", idempotency_key="k-1")
+    page = admin_client.get(reverse("admin:eventstore_commandlog_changelist")).content.decode()
+    link = f'<a href="{reverse("accounts:detail", args=[account.id])}">{account.id}</a> v2'
+    assert link in page and '<td class="field-actor">anonymous</td>' in page  # no one logged in: a test's call
