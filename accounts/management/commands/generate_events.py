@@ -1,31 +1,23 @@
 """generate_events: many valid account histories, fast, for benchmarks and demos.
 
 Every history is one the services could have written: each command is decided
-by accounts.domain against the account's state (refusals are skipped), then the
-events go in with COPY, a chunk of accounts per transaction, and the inline
-account read model is applied to them in that same transaction.
+by accounts.domain against the account's state (refusals are skipped), then
+accounts.bulk writes the events with COPY, a chunk of accounts per transaction,
+and applies the inline account read model to them in that same transaction.
 """
 
 import datetime
 import itertools
-import json
 import random
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
 
-from accounts.domain import AGGREGATE_TYPE, BankAccount, DomainError
+from accounts.bulk import write_histories
+from accounts.domain import BankAccount, DomainError
 from accounts.domain import transfer as decide_transfer
-from accounts.projections import accounts as account_projection
-from eventstore import signing
 from eventstore.context import system_actor
-from eventstore.store import StoredEvent
 
-COPY = (
-    "COPY events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, "
-    "chain_hash, key_id, mac) FROM STDIN"
-)
 SOURCES, REASONS = ["cash", "salary", "cheque", "refund"], ["ATM", "card", "rent", "bills"]
 
 
@@ -78,7 +70,10 @@ class Command(BaseCommand):
                 total += self._command(rng, index, account, states, history, at)
             except DomainError:
                 continue
-        self._write(history)
+        metadata = {"actor": system_actor("generate_events"), "correlation_id": str(uuid.uuid4())}
+        write_histories(
+            {account_id: [(event, at, metadata) for event, at in events] for account_id, events in history.items()}
+        )
         return total
 
     def _command(self, rng, index, account, states, history, at) -> int:
@@ -106,24 +101,3 @@ class Command(BaseCommand):
         states[index] = account.with_events(new)
         history[account.id].append((new[0], at))
         return 1
-
-    def _write(self, history) -> None:
-        metadata = {"actor": system_actor("generate_events"), "correlation_id": str(uuid.uuid4())}
-        metadata_json, keys = json.dumps(metadata), signing.keys()
-        stored = []
-        with transaction.atomic():
-            connection.ensure_connection()
-            with connection.connection.cursor() as cursor, cursor.copy(COPY) as copy:
-                for account_id, events in history.items():
-                    chain = signing.GENESIS
-                    for version, (event, at) in enumerate(events, start=1):
-                        data = event.to_data()
-                        chain, key_id, mac = signing.sign_event(
-                            keys, chain, account_id, AGGREGATE_TYPE, version, event.event_type, data, metadata, at
-                        )
-                        copy.write_row((account_id, AGGREGATE_TYPE, event.event_type, json.dumps(data),
-                                        metadata_json, version, at, chain, key_id, mac))  # fmt: skip
-                        stored.append(
-                            StoredEvent(0, account_id, AGGREGATE_TYPE, event.event_type, data, {}, version, at, 0)
-                        )
-            account_projection.apply(stored, account_projection.live())

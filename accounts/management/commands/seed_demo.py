@@ -1,18 +1,29 @@
-"""seed_demo: a few hundred accounts with realistic histories, and one demo login per role.
+"""seed_demo: a demo bank of a few hundred accounts with three months of history, and one demo login per role.
 
-Idempotent: every command it runs carries a fixed idempotency key, so running it
-again stores nothing new. Demo passwords are for a laptop, never for a bank.
+The histories are decided by accounts.domain as the services would decide them,
+dated over the last 90 days (so past views, the chart and monthly statements show
+something), and written by accounts.bulk: deposits and withdrawals, transfers
+between demo accounts, a few large transactions, frozen and closed accounts with
+their reasons. Owners' names come from several countries, accents included.
+
+Idempotent: the account ids follow from the seed, so running it again finds them
+and writes nothing. Demo passwords are for a laptop, never for a bank.
 """
 
+import datetime
 import random
+import uuid
 
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from faker import Faker
 
-from accounts import services
-from accounts.domain import DomainError
+from accounts.bulk import History, write_histories
+from accounts.domain import ACTIVE, FROZEN, BankAccount, DomainError, Event
+from accounts.domain import transfer as decide_transfer
+from accounts.models import Account
 from accounts.roles import ensure_roles
-from eventstore.context import metadata_context, system_actor
 
 DEMO_USERS = {  # username: (password, role)
     "teller": ("teller-demo-2026", "teller"),
@@ -21,6 +32,12 @@ DEMO_USERS = {  # username: (password, role)
 }
 SOURCES = ["cash", "salary", "cheque", "pension", "refund"]
 REASONS = ["ATM", "card purchase", "rent", "utilities", "cash withdrawal"]
+FREEZES = ["suspected card fraud, ticket 4411", "court order 2026/118", "identity documents expired",
+           "unusual transfers reported by the customer"]  # fmt: skip
+CLOSES = ["customer moved abroad", "customer's request", "estate settled", "duplicate account"]
+LOCALES = ["en_GB", "fr_FR", "de_DE", "es_ES", "pt_BR", "sv_SE", "pl_PL", "it_IT"]
+DAYS = 90
+NAMESPACE = uuid.UUID("5eed0000-2026-4000-8000-000000000000")  # demo account ids: uuid5 of the seed and a number
 
 
 class Command(BaseCommand):
@@ -34,12 +51,12 @@ class Command(BaseCommand):
         if not 1 <= accounts <= 100_000:
             raise CommandError("--accounts must be between 1 and 100000.")
         self._users()
-        done_key = f"seed-demo:{seed}:{accounts}:last"
-        with metadata_context(actor=system_actor("seed_demo")):
-            if services.already_done([done_key]):
-                self.stdout.write("Demo accounts already present; nothing to do.")
-            else:
-                self._accounts(accounts, seed, done_key)
+        ids = [uuid.uuid5(NAMESPACE, f"{seed}:{n}") for n in range(accounts)]
+        if Account.objects.filter(account_id__in=ids[:1]).exists():
+            self.stdout.write("Demo accounts already present; nothing to do.")
+        else:
+            written = write_histories(DemoBank(ids, random.Random(seed), seed).histories())
+            self.stdout.write(f"Opened {accounts} accounts with {written} events over the last {DAYS} days.")
         self.stdout.write(self.style.SUCCESS("Demo logins (for this laptop only):"))
         for username, (password, role) in DEMO_USERS.items():
             self.stdout.write(f"  {role:<11} user {username:<11} password {password}")
@@ -53,55 +70,88 @@ class Command(BaseCommand):
                 user.save()
             user.groups.add(Group.objects.get(name=role))
 
-    def _accounts(self, count, seed, done_key):
-        from faker import Faker
 
-        rng, fake = random.Random(seed), Faker("en_GB")
-        fake.seed_instance(seed)
-        key = f"seed-demo:{seed}:{count}"
-        opened = []
-        for n in range(count):
-            account = services.open_account(
-                owner=fake.name(), initial_deposit=rng.choice([0, 5_000, 25_000, 100_000, 250_000]),
-                currency=rng.choices(["EUR", "GBP", "USD"], weights=[6, 2, 2])[0], idempotency_key=f"{key}:open:{n}",
-            )  # fmt: skip
-            opened.append(account)
-        steps = 0
-        for n, account in enumerate(opened):
-            for step in range(rng.randint(2, 14)):
-                steps += 1
-                self._random_command(rng, account, opened, f"{key}:{n}:{step}")
-            # The last account takes the final deposit that marks the bank as seeded: it must stay active.
-            if rng.random() < 0.04 and account is not opened[-1]:
-                self._try(
-                    services.freeze,
-                    account_id=account.id,
-                    reason="suspicious activity",
-                    idempotency_key=f"{key}:{n}:freeze",
-                )
-        services.deposit(account_id=opened[-1].id, amount=100, source="seed complete", idempotency_key=done_key)
-        self.stdout.write(f"Opened {count} accounts and ran {steps} commands on them.")
+class DemoBank:
+    """Three months of a small bank, decided command by command by the domain, each at its moment."""
 
-    def _random_command(self, rng, account, opened, key):
-        roll = rng.random()
-        amount = rng.choice([500, 1_250, 2_000, 4_999, 12_000, 30_000])
-        if roll < 0.45:
-            self._try(
-                services.deposit, account_id=account.id, amount=amount, source=rng.choice(SOURCES), idempotency_key=key
-            )
-        elif roll < 0.8:
-            self._try(
-                services.withdraw, account_id=account.id, amount=amount, reason=rng.choice(REASONS), idempotency_key=key
-            )
+    def __init__(self, ids: list[uuid.UUID], rng: random.Random, seed: int) -> None:
+        self.ids, self.rng = ids, rng
+        self.fake = Faker(LOCALES)
+        self.fake.seed_instance(seed)
+        self.states: dict[uuid.UUID, BankAccount] = {}
+        self.history: dict[uuid.UUID, History] = {}
+
+    def histories(self) -> dict[uuid.UUID, History]:
+        ticks = len(self.ids) * 9
+        now = timezone.now()
+        step = datetime.timedelta(days=DAYS) / ticks
+        unopened = list(self.ids)
+        for tick in range(ticks):
+            at = now - datetime.timedelta(days=DAYS) + step * tick
+            if unopened and (not self.states or self.rng.random() < 0.3 or len(unopened) >= ticks - tick):
+                self._open(unopened.pop(0), at)
+            else:
+                self._try(self._command, self.rng.choice(list(self.states)), at)
+        self._make_sure_some_are(FROZEN, now - step)
+        self._make_sure_some_are("closed", now - step / 2)
+        return self.history
+
+    def _record(self, account_id: uuid.UUID, events: list[Event], at: datetime.datetime, actor: str,
+                correlation: str | None = None) -> None:  # fmt: skip
+        metadata = {"actor": actor, "correlation_id": correlation or str(uuid.UUID(int=self.rng.getrandbits(128)))}
+        self.states[account_id] = self.states[account_id].with_events(events)
+        self.history[account_id] += [(event, at, metadata) for event in events]
+
+    def _open(self, account_id: uuid.UUID, at: datetime.datetime) -> None:
+        currency = self.rng.choices(["EUR", "GBP", "USD"], weights=[6, 2, 2])[0]
+        opened = BankAccount.open(account_id, owner=self.fake.name(), currency=currency,
+                                  initial_deposit=self.rng.choice([0, 5_000, 25_000, 100_000, 250_000]))  # fmt: skip
+        self.states[account_id], self.history[account_id] = BankAccount(account_id), []
+        self._record(account_id, opened, at, "teller")
+
+    def _command(self, account_id: uuid.UUID, at: datetime.datetime) -> None:
+        account, roll = self.states[account_id], self.rng.random()
+        amount = self.rng.choice([500, 1_250, 2_000, 4_999, 12_000, 30_000])
+        if roll < 0.03:  # a large one: at or above the review threshold
+            large = self.rng.choice([1_500_000, 2_500_000, 4_800_000])
+            self._record(account_id, account.deposit(amount=large, source="property sale"), at, "supervisor")
+        elif roll < 0.45:
+            self._record(account_id, account.deposit(amount=amount, source=self.rng.choice(SOURCES)), at, "teller")
+        elif roll < 0.78:
+            self._record(account_id, account.withdraw(amount=amount, reason=self.rng.choice(REASONS)), at, "teller")
         else:
-            other = rng.choice(opened)
-            self._try(services.transfer, from_account_id=account.id, to_account_id=other.id,
-                      amount=amount, reference=f"invoice {rng.randint(1000, 9999)}", idempotency_key=key)  # fmt: skip
+            others = [s for s in self.states.values() if s.currency == account.currency and s.id != account_id]
+            if not others:
+                return
+            target = self.rng.choice(others)
+            reference, transfer_id = f"invoice {self.rng.randint(1000, 9999)}", uuid.UUID(int=self.rng.getrandbits(128))
+            sent, received = decide_transfer(
+                account, target, transfer_id=transfer_id, amount=amount, reference=reference
+            )
+            correlation = str(uuid.UUID(int=self.rng.getrandbits(128)))
+            self._record(account_id, sent, at, "teller", correlation)
+            self._record(target.id, received, at, "teller", correlation)
+
+    def _make_sure_some_are(self, status: str, at: datetime.datetime) -> None:
+        """About one account in twenty-five frozen, and as many closed (at least one of each in a bank of six)."""
+        wanted = max(1, len(self.ids) // 25) if len(self.ids) >= 6 else 0
+        active = [s for s in self.states.values() if s.status == ACTIVE]
+        for account in self.rng.sample(active, min(wanted, len(active))):
+            if status == FROZEN:
+                events = account.freeze(reason=self.rng.choice(FREEZES))
+            else:
+                emptied = (
+                    account.withdraw(amount=account.balance, reason="closing balance paid out")
+                    if account.balance
+                    else []
+                )
+                events = emptied + account.with_events(emptied).close(reason=self.rng.choice(CLOSES))
+            self._record(account.id, events, at, "supervisor")
 
     @staticmethod
-    def _try(command, **kwargs):
-        """Refusals (insufficient funds, another currency, same account) are part of a real day."""
+    def _try(command, *args) -> None:
+        """Refusals (insufficient funds, a frozen account) are part of a real day: nothing is recorded."""
         try:
-            command(**kwargs)
+            command(*args)
         except DomainError:
             pass

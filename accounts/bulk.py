@@ -1,0 +1,52 @@
+"""Writing whole account histories at once, for the owner-run loaders (generate_events, seed_demo).
+
+Every event was decided by accounts.domain against the account's state, as the
+services would have decided it; this only writes them fast: COPY into the
+events table, each event signed onto its account's chain with the date it is
+given, and the inline account read model applied in the same transaction. It
+bypasses commands (no lock, no command log), so it is for an empty or quiet
+database, run by its owner, never by the web.
+"""
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+
+from accounts.domain import AGGREGATE_TYPE, Event
+from accounts.projections import accounts as account_projection
+from eventstore import signing
+from eventstore.store import StoredEvent
+
+COPY = (
+    "COPY events (aggregate_id, aggregate_type, event_type, event_data, metadata, version, created_at, "
+    "chain_hash, key_id, mac) FROM STDIN"
+)
+
+# An account's history: each event with its moment (never before the one before it) and its metadata.
+History = list[tuple[Event, datetime, dict[str, Any]]]
+
+
+def write_histories(histories: Mapping[uuid.UUID, History]) -> int:
+    """Write new accounts' whole histories in one transaction; return how many events were written."""
+    keys, stored = signing.keys(), []
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor, cursor.copy(COPY) as copy:
+            for account_id, events in histories.items():
+                chain = signing.GENESIS
+                for version, (event, at, metadata) in enumerate(events, start=1):
+                    data = event.to_data()
+                    chain, key_id, mac = signing.sign_event(
+                        keys, chain, account_id, AGGREGATE_TYPE, version, event.event_type, data, metadata, at
+                    )
+                    copy.write_row((account_id, AGGREGATE_TYPE, event.event_type, json.dumps(data),
+                                    json.dumps(metadata), version, at, chain, key_id, mac))  # fmt: skip
+                    stored.append(
+                        StoredEvent(0, account_id, AGGREGATE_TYPE, event.event_type, data, {}, version, at, 0)
+                    )
+        account_projection.apply(stored, account_projection.live())
+    return len(stored)
