@@ -335,9 +335,11 @@ def account_list(request):
     results = (
         selectors.search_accounts(query=query, status=status, currency=currency, page=page) if form.is_valid() else None
     )
+    first = (page - 1) * selectors.PAGE_SIZE + 1  # a count only where it is cheap: the rows of this page
     return render(request, "accounts/account_list.html", {
         "form": form, "page": results, "page_number": page, "query": query, "status": status, "statuses": STATUSES,
         "currency": currency, "currencies": sorted(CURRENCIES),
+        "first": first, "last": first + len(results.items) - 1 if results else 0,
     })  # fmt: skip
 
 

@@ -110,3 +110,13 @@ def test_the_dashboard_links_its_figures_to_the_filtered_lists_and_signs_its_lat
     assert "\u221210.00 EUR" in html and '<td title="Withdrawn">Withdrawal</td>' in html and "Dash Board" in html
     listed = client.get(reverse("accounts:list"), {"currency": "USD"}).content.decode()
     assert "Dash Board" not in listed
+
+
+def test_the_account_list_says_how_many_when_it_is_cheap_and_never_links_to_an_empty_page():
+    for n in range(3):
+        AccountFactory(owner=f"Counted Customer {n}")
+    client = client_for("auditor")
+    html = client.get(reverse("accounts:list"), {"q": "counted customer"}).content.decode()
+    assert "3 accounts" in html and "Next →" not in html
+    beyond = client.get(reverse("accounts:list"), {"q": "counted customer", "page": 9}).content.decode()
+    assert "No account matches." in beyond and "← Previous" not in beyond and ">First page</a>" in beyond

@@ -14,6 +14,7 @@ WIDTHS = (390, 1024, 1366, 1920)
 def test_every_page_fits_the_width_and_keeps_log_out_in_reach(page, shot, width):
     UserFactory(username="sam", role="supervisor")
     account = AccountFactory(owner="Zoë Holmes-Ferreira de Albuquerque", initial_deposit=123_456_789, with_history=3)
+    AccountFactory(owner="Zoe Lima"), AccountFactory(owner="Zoé Costa")
     frozen = AccountFactory(owner="Frozen Customer")
     services.freeze(account_id=frozen.id, reason="suspected fraud")
     page.set_viewport_size({"width": width, "height": 900})
@@ -24,9 +25,32 @@ def test_every_page_fits_the_width_and_keeps_log_out_in_reach(page, shot, width)
     }  # fmt: skip
     for name, path in pages.items():
         page.goto(path)
-        shot(page, f"{name}-{width}")
-        wide = page.evaluate("document.documentElement.scrollWidth")
-        assert wide <= width, f"{name} at {width} px is {wide} px wide"
-        log_out = page.locator("form[action='/logout/'] button")
-        box = log_out.bounding_box()
-        assert log_out.is_visible() and box is not None and box["x"] + box["width"] <= width, name
+        fits(page, shot, name, width)
+    page.goto(f"/accounts/{account.id}/")  # a recipient several accounts match: the form comes back with a chooser
+    page.fill("#id_transfer-to_account", "zoe")
+    page.fill("#id_transfer-amount", "12.50")
+    page.fill("#id_transfer-reference", "rent")
+    page.click("form[action$='/transfer/'] button[type=submit]")
+    page.wait_for_selector("text=Several accounts match")
+    fits(page, shot, "chooser", width)
+    page.check("input[type=radio] >> nth=0")
+    page.click("form[action$='/transfer/'] button[type=submit]")
+    page.wait_for_selector("text=Nothing has been done yet")
+    fits(page, shot, "review", width)
+
+
+def fits(page, shot, name, width):
+    shot(page, f"{name}-{width}")
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= width, f"{name} at {width} px is {wide} px wide"
+    log_out = page.locator("form[action='/logout/'] button")
+    box = log_out.bounding_box()
+    assert log_out.is_visible() and box is not None and box["x"] + box["width"] <= width, name
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_login_page_fits_the_width(page, shot, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto("/login/")
+    shot(page, f"login-{width}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
