@@ -267,4 +267,4 @@ def log_in(page, username):
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("text=Dashboard")
+    page.wait_for_selector("h1:has-text('Dashboard')")

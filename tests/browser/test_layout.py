@@ -54,3 +54,19 @@ def test_the_login_page_fits_the_width(page, shot, width):
     page.goto("/login/")
     shot(page, f"login-{width}")
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_navigation_folds_into_a_menu_on_a_narrow_screen(page, width):
+    UserFactory(username="sam", role="supervisor")
+    page.set_viewport_size({"width": width, "height": 900})
+    log_in(page, "sam")
+    menu, audit = page.locator("#menu-button"), page.locator("#site-nav >> text=Audit log")
+    if width > 720:
+        assert not menu.is_visible() and audit.is_visible()
+        return
+    assert menu.is_visible() and not audit.is_visible() and menu.get_attribute("aria-expanded") == "false"
+    menu.click()
+    assert audit.is_visible() and menu.get_attribute("aria-expanded") == "true"
+    audit.click()
+    page.wait_for_url("**/audit/")
