@@ -223,13 +223,18 @@ def _sent_back(request, account) -> dict:
         if sent["problem"]:
             messages.error(request, mark_safe(sent["problem"]))  # made by this module, every value in it escaped
         return {}
-    form = COMMANDS[name].form(sent["data"], account=account, prefix=name)
+    return {name: _with_focus(COMMANDS[name].form(sent["data"], account=account, prefix=name), sent["problem"])}
+
+
+def _with_focus(form, problem: str):
+    """A form sent back, bound again: its problem at its top, the focus on its first invalid field
+    (or its first field, after Change)."""
     form.is_valid()
-    if sent["problem"]:
-        form.add_error(None, mark_safe(sent["problem"]))  # made by this module, every value in it escaped
+    if problem:
+        form.add_error(None, mark_safe(problem))  # made by this module, every value in it escaped
     first = next((field for field in form.visible_fields() if field.errors), None) or form.visible_fields()[0]
     form.fields[first.name].widget.attrs["autofocus"] = True
-    return {name: form}
+    return form
 
 
 def _review_key(token: str, command: str) -> str:
@@ -416,14 +421,23 @@ def _account_page(request, account_id, *, token: str):
 @require_http_methods(["GET", "POST"])
 @staff_permission("accounts.open_account")
 def open_account(request):
+    """The opening form. A refused or invalid one comes back to this page's address by a redirect
+    (F5 posts nothing), with its values, an error summary and the focus on the first wrong field."""
     if request.method == "GET":
         token = _form_token(request)
         if token is None:
             return redirect(_fresh_form_address(request.path))
         opened = services.already_done([token]).get(token)
-        form = None if opened else OpenAccountForm(initial={"idempotency_key": token})
+        sent = request.session.pop(SENT_BACK_OPENING, None)
+        if opened:
+            form = None
+        elif sent and sent.get("token") == token:
+            form = _with_focus(OpenAccountForm(sent["data"]), sent["problem"])
+        else:
+            form = OpenAccountForm(initial={"idempotency_key": token})
         return render(request, "accounts/open_account.html", {"form": form, "opened": opened and opened[0]})
     form = OpenAccountForm(request.POST)
+    problem = "Please correct the fields marked. Nothing was done."
     if form.is_valid():
         data = form.cleaned_data
         try:
@@ -433,7 +447,7 @@ def open_account(request):
                     idempotency_key=data["idempotency_key"],
                 )  # fmt: skip
         except DomainError as error:
-            messages.error(request, f"The account was not opened: {error} Nothing was done.")
+            problem = format_html("The account was not opened: {} Nothing was done.", linked(error.parts))
         else:
             if seen.replayed:
                 messages.info(
@@ -444,7 +458,14 @@ def open_account(request):
             else:
                 messages.success(request, f"Opened an account for {account.owner}.")
             return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
-    return render(request, "accounts/open_account.html", {"form": form}, status=400)
+    token = _token_of(form.data.get("idempotency_key", ""))
+    kept = {key: form.data.get(key, "") for key in ("owner", "currency", "initial_deposit")}
+    request.session[SENT_BACK_OPENING] = {"token": token, "data": kept | {"idempotency_key": token},
+                                          "problem": problem}  # fmt: skip
+    return redirect(f"{request.path}?{FORM_TOKEN}={token}")
+
+
+SENT_BACK_OPENING = "sent_back_opening"
 
 
 def _this_month():

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from accounts import services
+from accounts.models import Account
 from eventstore.store import EventStore
 from tests.accounts.test_views import client_for
 from tests.factories import AccountFactory, UserFactory
@@ -120,3 +121,15 @@ def test_the_account_list_says_how_many_when_it_is_cheap_and_never_links_to_an_e
     assert "3 accounts" in html and "Next →" not in html
     beyond = client.get(reverse("accounts:list"), {"q": "counted customer", "page": 9}).content.decode()
     assert "No account matches." in beyond and "← Previous" not in beyond and ">First page</a>" in beyond
+
+
+def test_a_refused_opening_comes_back_to_its_page_with_its_values_and_posts_nothing_on_reload():
+    client = client_for("teller")
+    data = {"owner": "Ada Lovelace", "currency": "EUR", "initial_deposit": "12,50", "idempotency_key": "k"}
+    response = client.post(reverse("accounts:open"), data, follow=True)
+    (url, status), *_ = response.redirect_chain
+    assert status == 302 and url.startswith(reverse("accounts:open") + "?form=")
+    html = response.content.decode()
+    assert 'class="error-summary" role="alert"' in html and "has a comma that is not a thousands separator" in html
+    assert 'value="Ada Lovelace"' in html and "autofocus" in html.split('name="initial_deposit"')[1].split(">")[0]
+    assert not Account.objects.filter(owner="Ada Lovelace").exists()
