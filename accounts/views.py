@@ -138,6 +138,10 @@ def _what_it_did(account, states) -> str:
     return "; ".join(_describe(event, account.currency) for event in events) + f", version {version}"
 
 
+# What a form sent back for its fields says at its top (the summary's heading says nothing was done).
+CORRECT_THE_FIELDS = "Please correct the fields marked below."
+
+
 @require_POST
 def account_command(request, account_id, command):
     """Check the form; show the review step where one is due; run the command; go back to the account page.
@@ -161,9 +165,7 @@ def account_command(request, account_id, command):
         raise Http404("No such account.")
     form = spec.form(request.POST, account=account, prefix=command)
     if not form.is_valid():
-        return _back_to_form(
-            request, account, command, form, "Please correct the fields marked below. Nothing was done."
-        )
+        return _back_to_form(request, account, command, form, CORRECT_THE_FIELDS)
     if request.POST.get(f"{command}-change"):
         return _back_to_form(request, account, command, form)
     data = form.cleaned_data
@@ -266,7 +268,7 @@ def review(request, account_id, command):
         return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
     form = spec.form(kept, account=account, prefix=command)
     if not form.is_valid():
-        return _back_to_form(request, account, command, form, "Please correct the fields marked. Nothing was done.")
+        return _back_to_form(request, account, command, form, CORRECT_THE_FIELDS)
     try:
         what = preview(spec, account, form.cleaned_data)
     except DomainError as error:
@@ -437,7 +439,7 @@ def open_account(request):
             form = OpenAccountForm(initial={"idempotency_key": token})
         return render(request, "accounts/open_account.html", {"form": form, "opened": opened and opened[0]})
     form = OpenAccountForm(request.POST)
-    problem = "Please correct the fields marked. Nothing was done."
+    problem = CORRECT_THE_FIELDS
     if form.is_valid():
         data = form.cleaned_data
         try:
