@@ -142,27 +142,39 @@ def _what_it_did(account, states) -> str:
 CORRECT_THE_FIELDS = "Please correct the fields marked below."
 
 
+def one_command_on_one_account(view):
+    """For the views of one command on one account: the command (404 if none), the login and the
+    command's permission, and the account as its history can be read (a refusal if it cannot)."""
+
+    @wraps(view)
+    def wrapped(request, account_id, command):
+        spec = COMMANDS.get(command)
+        if spec is None:
+            raise Http404("No such command.")
+        if not request.user.is_authenticated:
+            return redirect_to_login(reverse("accounts:detail", args=[account_id]))
+        if not request.user.has_perm(spec.permission):
+            raise PermissionDenied
+        account, problem = services.last_readable(account_id)
+        if problem is not None:
+            messages.error(request, f"{spec.label} refused: {problem}")
+            return redirect(_fresh_form_address(reverse("accounts:detail", args=[account_id])))
+        if account is None:
+            raise Http404("No such account.")
+        return view(request, spec, account, command)
+
+    return wrapped
+
+
 @require_POST
-def account_command(request, account_id, command):
+@one_command_on_one_account
+def account_command(request, spec, account, command):
     """Check the form; show the review step where one is due; run the command; go back to the account page.
 
     Whatever happens, the browser ends on the account page's address (a refused or
     invalid form comes back there with its values and errors), so reloading it never
     posts again. Only the review step is rendered at this address, and it stores nothing.
     """
-    spec = COMMANDS.get(command)
-    if spec is None:
-        raise Http404("No such command.")
-    if not request.user.is_authenticated:
-        return redirect_to_login(reverse("accounts:detail", args=[account_id]))
-    if not request.user.has_perm(spec.permission):
-        raise PermissionDenied
-    account, problem = services.last_readable(account_id)
-    if problem is not None:
-        messages.error(request, f"{spec.label} refused: {problem}")
-        return redirect(_fresh_form_address(reverse("accounts:detail", args=[account_id])))
-    if account is None:
-        raise Http404("No such account.")
     form = spec.form(request.POST, account=account, prefix=command)
     if not form.is_valid():
         return _back_to_form(request, account, command, form, CORRECT_THE_FIELDS)
@@ -244,27 +256,20 @@ def _review_key(token: str, command: str) -> str:
 
 
 @require_GET
-def review(request, account_id, command):
+@one_command_on_one_account
+def review(request, spec, account, command):
     """The review step: what a command would do, decided on the account as it is now; nothing stored.
 
     A page of its own (the form's values in the session, under the page's token), so that
     reloading it, or coming Back to it after confirming, posts nothing: its Confirm sends
     the same idempotency key again, which stores nothing a second time.
     """
-    spec, token = COMMANDS.get(command), _form_token(request)
-    if spec is None:
-        raise Http404("No such command.")
-    if not request.user.is_authenticated:
-        return redirect_to_login(reverse("accounts:detail", args=[account_id]))
-    if not request.user.has_perm(spec.permission):
-        raise PermissionDenied
-    account, problem = services.last_readable(account_id)
-    if account is None:
-        raise Http404("No such account.")
+    token = _form_token(request)
     kept = request.session.get(_review_key(token, command)) if token else None
-    if kept is None or problem is not None:
-        why = problem or "there is nothing to review (the page is out of date). Nothing was done."
-        messages.error(request, f"{spec.label} refused: {why}")
+    if kept is None:
+        messages.error(
+            request, f"{spec.label}: there is nothing to review (the page is out of date). Nothing was done."
+        )
         return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
     form = spec.form(kept, account=account, prefix=command)
     if not form.is_valid():
