@@ -299,13 +299,21 @@ MONTH_EVENTS_SHOWN = 100
 def month_events(account_id: uuid.UUID, month: date, *, up_to_version: int) -> Page[Event]:
     """The account's events in one calendar month (UTC) up to a version, oldest first: a statement's lines.
     Bounded by versions (the account's index), found from the month's first and last moments."""
+    _, events = month_lines(account_id, month, up_to_version=up_to_version)
+    return _page(list(events[: MONTH_EVENTS_SHOWN + 1]), MONTH_EVENTS_SHOWN, lambda e: e.version)
+
+
+def month_lines(account_id: uuid.UUID, month: date, *, up_to_version: int) -> tuple[int, QuerySet[Event]]:
+    """The version the account stood at before a calendar month (UTC), and the month's events up to a
+    version, oldest first. Bounded by versions (the account's index), found from the month's first
+    and last moments."""
     store = EventStore()
     start = datetime(month.year, month.month, 1, tzinfo=UTC)
     end = datetime(*(month.replace(day=28) + timedelta(days=4)).replace(day=1).timetuple()[:3], tzinfo=UTC)
     instant = timedelta(microseconds=1)
     before, last = store.version_at(account_id, start - instant), store.version_at(account_id, end - instant)
     events = _replayed(account_id).filter(version__gt=before, version__lte=min(last, up_to_version))
-    return _page(list(events.order_by("version")[: MONTH_EVENTS_SHOWN + 1]), MONTH_EVENTS_SHOWN, lambda e: e.version)
+    return before, events.order_by("version")
 
 
 def month_statement(account_id: uuid.UUID, month: date) -> Statement:

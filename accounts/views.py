@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import itertools
-import json
 import logging
 import uuid
 from functools import wraps
@@ -13,8 +10,7 @@ from urllib.parse import urlsplit
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError
-from django.http import Http404, HttpResponseBadRequest, QueryDict, StreamingHttpResponse
+from django.http import Http404, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -32,14 +28,11 @@ from accounts.domain import (
     STATUSES,
     BankAccount,
     DomainError,
-    counterparty,
     label,
-    money_effect,
 )
 from accounts.domain import amount as amount_moved
 from accounts.forms import AccountSearchForm, AsOfForm, AuditFilterForm, MonthForm, OpenAccountForm
 from accounts.money import format_money
-from accounts.money import to_decimal_string as _decimal
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +384,7 @@ def _account_page(request, account_id, *, token: str):
     month_form = MonthForm(request.GET)
     month = month_form.cleaned_data["month"] if month_form.is_valid() else None
     if month is None:  # the month on show: the past view's, or this one; the picker then shows it
-        month = rows[0][0].created_at.date().replace(day=1) if past and rows else _this_month()
+        month = rows[0][0].created_at.date().replace(day=1) if past and rows else this_month()
         if not request.GET.get("month"):  # nothing typed (a mistyped month keeps its error)
             month_form = MonthForm({"month": f"{month:%Y-%m}"})
             month_form.is_valid()
@@ -475,52 +468,14 @@ def open_account(request):
 SENT_BACK_OPENING = "sent_back_opening"
 
 
-def _this_month():
+def this_month():
     return timezone.now().date().replace(day=1)
-
-
-@require_GET
-@staff_permission("accounts.view_account")
-def statement_csv(request, account_id):
-    account, _ = services.last_readable(account_id)
-    if account is None:
-        raise Http404("No such account.")
-    form = MonthForm(request.GET)
-    if not form.is_valid():
-        return HttpResponseBadRequest(
-            # An ErrorList yields its messages as text (the stubs allow ValidationErrors too).
-            " ".join(map(str, form.errors["month"])) + " Nothing was exported.",
-            content_type="text/plain; charset=utf-8",
-        )
-    month = form.cleaned_data["month"] or _this_month()
-    statement = selectors.month_statement(account.id, month)
-    writer = csv.writer(_Echo())
-    header = ["day", "currency", "opening_balance", "credits", "debits", "closing_balance", "events"]
-    lines = [writer.writerow(header)] + [
-        writer.writerow(
-            [
-                d.day.isoformat(),
-                d.currency,
-                _decimal(d.opening_balance, d.currency),
-                _decimal(d.credits, d.currency),
-                _decimal(d.debits, d.currency),
-                _decimal(d.closing_balance, d.currency),
-                d.event_count,
-            ]
-        )  # fmt: skip
-        for d in statement.days
-    ]
-    return StreamingHttpResponse(
-        lines,
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="statement-{account.id}-{month:%Y-%m}.csv"'},
-    )
 
 
 # --- audit log ---------------------------------------------------------------------------
 
 
-def _audit_filters(request):
+def audit_filters(request):
     form = AuditFilterForm(request.GET, event_types=sorted(EVENT_TYPES))
     if not form.is_valid():
         return form, None
@@ -534,7 +489,7 @@ def _audit_filters(request):
 @require_GET
 @staff_permission("eventstore.view_event")
 def audit_log(request):
-    form, filters = _audit_filters(request)
+    form, filters = audit_filters(request)
     page = None
     if filters is not None:
         try:
@@ -555,87 +510,3 @@ def audit_log(request):
             "actors": selectors.staff_names(),
         },
     )
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-CSV_COLUMNS = [
-    "id", "created_at", "aggregate_id", "owner", "version", "event_type", "amount", "currency",
-    "counterparty", "counterparty_owner", "actor", "correlation_id", "data", "metadata",
-]  # fmt: skip
-
-
-CSV_CHUNK = 2000  # rows per fetch
-
-
-@require_GET
-@staff_permission("eventstore.view_event")
-def audit_log_csv(request):
-    """Stream every filtered event as CSV, through a server-side cursor: memory stays flat.
-
-    The first rows are read before the response starts, so a failure there is an
-    error page, not an empty file that looks like "no events". A failure once
-    rows have gone out ends the file with a line saying it is incomplete.
-    """
-    form, filters = _audit_filters(request)
-    if filters is None:
-        messages.error(request, "The filters are not valid; nothing was exported.")
-        return redirect(f"{reverse('accounts:audit')}?{request.GET.urlencode()}")
-    events = selectors.audit_events(filters)
-    try:
-        head = list(events[:CSV_CHUNK])
-    except DatabaseError:
-        logger.exception("audit CSV export failed before its first row")
-        return render(request, "accounts/export_failed.html", status=503)
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(CSV_COLUMNS)
-        written = 0
-        rest = events.filter(id__lt=head[-1].id).iterator(chunk_size=CSV_CHUNK) if len(head) == CSV_CHUNK else ()
-        stream = itertools.chain(head, rest)
-        try:
-            while chunk := list(itertools.islice(stream, CSV_CHUNK)):
-                named = selectors.accounts_by_id(e.aggregate_id for e in chunk) | selectors.counterparties(chunk)
-                for event in chunk:
-                    yield _audit_row(writer, event, named)
-                    written += 1
-        except DatabaseError:
-            logger.exception("audit CSV export failed after %d rows", written)
-            yield writer.writerow([f"# INCOMPLETE EXPORT: the database failed after {written} rows; "
-                                   "this file is not the whole log. Export again."])  # fmt: skip
-
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    return StreamingHttpResponse(
-        rows(),
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="audit-log-{stamp}.csv"'},
-    )
-
-
-def _audit_row(writer, event, named) -> str:
-    """One event as a CSV line: its money as a signed decimal in its currency, its accounts by owner,
-    every text cell kept from running as a formula."""
-    metadata, account = event.metadata or {}, named.get(event.aggregate_id)
-    currency = account.currency if account else ""
-    try:
-        effect = money_effect(event.event_type, event.data)
-    except (KeyError, TypeError, ValueError):  # unreadable: the raw data column still has it
-        effect = 0
-    other = counterparty(event.event_type, event.data) if isinstance(event.data, dict) else None
-    return writer.writerow([
-        event.id, event.created_at.isoformat(), event.aggregate_id, _csv_safe(account.owner if account else ""),
-        event.version, _csv_safe(event.event_type), _decimal(effect, currency) if effect and currency else "",
-        currency, other or "", _csv_safe(named[other].owner if other in named else ""),
-        _csv_safe(metadata.get("actor", "")), _csv_safe(metadata.get("correlation_id", "")),
-        _csv_safe(json.dumps(event.data, sort_keys=True)), _csv_safe(json.dumps(metadata, sort_keys=True)),
-    ])  # fmt: skip
-
-
-def _csv_safe(value) -> str:
-    """Keep spreadsheet programs from running a cell that starts like a formula."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -87,7 +87,7 @@ CHECKED = {
     "login", "logout",
     "accounts:dashboard", "accounts:list", "accounts:open", "accounts:detail", "accounts:command",
     "accounts:review",
-    "accounts:audit", "accounts:audit_csv", "accounts:statement_csv",
+    "accounts:audit", "accounts:audit_csv", "accounts:statement_csv", "accounts:transactions_csv",
 }  # fmt: skip
 
 

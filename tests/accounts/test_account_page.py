@@ -2,9 +2,12 @@
 
 import csv
 import io
+import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import escape
 
 from accounts import services
@@ -12,6 +15,7 @@ from accounts.models import Account
 from eventstore.store import EventStore
 from tests.accounts.test_views import client_for
 from tests.factories import AccountFactory, UserFactory
+from tests.support import insert_event
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +137,19 @@ def test_a_refused_opening_comes_back_to_its_page_with_its_values_and_posts_noth
     assert 'class="error-summary" role="alert"' in html and "has a comma that is not a thousands separator" in html
     assert 'value="Ada Lovelace"' in html and "autofocus" in html.split('name="initial_deposit"')[1].split(">")[0]
     assert not Account.objects.filter(owner="Ada Lovelace").exists()
+
+
+def test_the_transactions_csv_lists_the_month_with_the_balance_after_each_line():
+    account, payee = uuid.uuid4(), AccountFactory(owner="=Payee", initial_deposit=0)
+    last_month = timezone.now().replace(day=1) - timedelta(days=3)  # opened last month, with 50.00 paid in then
+    insert_event(account, "Opened", {"account_id": str(account), "owner": "Month Holder", "currency": "EUR",
+                                     "initial_balance": 0, "schema_version": 2}, created_at=last_month)  # fmt: skip
+    insert_event(account, "Deposited", {"amount": 5_000, "source": "old", "schema_version": 2}, created_at=last_month)
+    account = services.get_account(account)
+    services.deposit(account_id=account.id, amount=1_000, source="salary")
+    services.transfer(from_account_id=account.id, to_account_id=payee.id, amount=2_550, reference="rent")
+    response = client_for("auditor").get(reverse("accounts:transactions_csv", args=[account.id]))
+    lines = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(line["event"], line["amount"], line["balance_after"]) for line in lines] == [
+        ("Deposit", "10.00", "60.00"), ("Transfer sent", "-25.50", "34.50")]  # fmt: skip
+    assert lines[1]["counterparty_owner"] == "'=Payee" and lines[1]["why"] == "rent"

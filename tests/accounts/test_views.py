@@ -32,10 +32,10 @@ def event_count(account_id):
 # --- permission matrix ----------------------------------------------------------------
 
 PAGES = [
-    "accounts:dashboard", "accounts:list", "accounts:detail", "accounts:statement_csv",
+    "accounts:dashboard", "accounts:list", "accounts:detail", "accounts:statement_csv", "accounts:transactions_csv",
     "accounts:audit", "accounts:audit_csv", "accounts:open",
 ]  # fmt: skip
-WITH_ACCOUNT = {"accounts:detail", "accounts:statement_csv"}
+WITH_ACCOUNT = {"accounts:detail", "accounts:statement_csv", "accounts:transactions_csv"}
 READERS = {"auditor", "teller", "supervisor"}
 PAGE_ALLOWED = {page: READERS for page in PAGES} | {"accounts:open": {"teller", "supervisor"}}
 
@@ -543,11 +543,11 @@ def test_a_command_on_an_account_held_by_a_stuck_transaction_says_busy_and_does_
 
 def failing_after(monkeypatch, rows: int, chunk: int):
     """Make the export's query fail in the database after its `rows` newest rows."""
-    from accounts import views
+    from accounts import exports
 
     original = selectors.audit_events
     boundary = list(Event.objects.order_by("-id").values_list("id", flat=True)[: rows + 1])[-1]
-    monkeypatch.setattr(views, "CSV_CHUNK", chunk)
+    monkeypatch.setattr(exports, "CSV_CHUNK", chunk)
     monkeypatch.setattr(
         selectors, "audit_events", lambda f: original(f).extra(where=[f"1 / (id - {boundary}) IS NOT NULL"])
     )
@@ -578,10 +578,10 @@ def test_an_export_that_fails_midway_ends_with_a_line_saying_it_is_incomplete(mo
 
 
 def test_an_export_longer_than_one_fetch_has_every_row_once(monkeypatch):
-    from accounts import views
+    from accounts import exports
 
     AccountFactory.create_batch(3)
-    monkeypatch.setattr(views, "CSV_CHUNK", 2)
+    monkeypatch.setattr(exports, "CSV_CHUNK", 2)
     response = client_for("auditor").get(reverse("accounts:audit_csv"))
     ids = [line.split(",")[0] for line in b"".join(response.streaming_content).decode().strip().splitlines()[1:]]
     assert ids == [str(i) for i in Event.objects.order_by("-id").values_list("id", flat=True)]
