@@ -10,6 +10,7 @@ import csv
 import itertools
 import json
 import logging
+from functools import wraps
 
 from django.contrib import messages
 from django.db import DatabaseError
@@ -42,15 +43,25 @@ CSV_COLUMNS = [
 CSV_CHUNK = 2000  # rows per fetch
 
 
-@require_GET
-@staff_permission("accounts.view_account")
-def statement_csv(request, account_id):
-    account, _ = services.last_readable(account_id)
-    if account is None:
-        raise Http404("No such account.")
-    month, refused = _month(request)
-    if refused is not None:
-        return refused
+def month_of_an_account(view):
+    """For the exports of an account's month: the account as its history can be read (404 if none)
+    and the month asked for (this one if none; a 400 saying why for one that is not a month)."""
+
+    @require_GET
+    @staff_permission("accounts.view_account")
+    @wraps(view)
+    def wrapped(request, account_id):
+        account, _ = services.last_readable(account_id)
+        if account is None:
+            raise Http404("No such account.")
+        month, refused = _month(request)
+        return refused if refused is not None else view(request, account, month)
+
+    return wrapped
+
+
+@month_of_an_account
+def statement_csv(request, account, month):
     statement = selectors.month_statement(account.id, month)
     writer = csv.writer(_Echo())
     header = ["day", "currency", "opening_balance", "credits", "debits", "closing_balance", "events"]
@@ -93,16 +104,9 @@ TRANSACTION_COLUMNS = [
 ]  # fmt: skip
 
 
-@require_GET
-@staff_permission("accounts.view_account")
-def transactions_csv(request, account_id):
+@month_of_an_account
+def transactions_csv(request, account, month):
     """An account's month, one line per event with the balance after it: the statement's transactions."""
-    account, _ = services.last_readable(account_id)
-    if account is None:
-        raise Http404("No such account.")
-    month, refused = _month(request)
-    if refused is not None:
-        return refused
     before, events = selectors.month_lines(account.id, month, up_to_version=account.version)
     opening = services.get_account(account.id, version=before) if before else None
     writer, currency = csv.writer(_Echo()), account.currency
