@@ -150,5 +150,24 @@ def _part(part: str | AccountName) -> str | SafeString:
     return part
 
 
-def refusal(label: str, error: domain.DomainError) -> SafeString:
-    return format_html("{} refused: {} Nothing was done.", label, linked(error.parts))
+def refusal(label: str, error: domain.DomainError) -> list[str | AccountName]:
+    return [f"{label} refused: ", *error.parts, " Nothing was done."]
+
+
+def for_the_session(parts: Parts) -> list[Any]:
+    """A message's parts as the session keeps them (JSON): text, and accounts as id and owner."""
+    return [{"account": str(p.id), "owner": p.owner} if isinstance(p, AccountName) else str(p) for p in parts]
+
+
+def from_the_session(kept: list[Any]) -> SafeString:
+    """A message the session kept, as HTML: escaped and linked again here, never trusted as markup
+    (anyone holding the application's database role can write the sessions table)."""
+    parts: list[str | AccountName] = []
+    for part in kept if isinstance(kept, list) else []:
+        try:
+            parts.append(
+                AccountName(uuid.UUID(part["account"]), str(part["owner"])) if isinstance(part, dict) else str(part)
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return linked(parts)

@@ -16,12 +16,21 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
 from accounts.charts import balance_chart
-from accounts.command_pages import COMMANDS, OFFERED, linked, needs_review, preview, refusal
+from accounts.command_pages import (
+    COMMANDS,
+    OFFERED,
+    Parts,
+    for_the_session,
+    from_the_session,
+    linked,
+    needs_review,
+    preview,
+    refusal,
+)  # fmt: skip
 from accounts.domain import (
     CURRENCIES,
     EVENT_TYPES,
@@ -170,7 +179,7 @@ def account_command(request, spec, account, command):
     """
     form = spec.form(request.POST, account=account, prefix=command)
     if not form.is_valid():
-        return _back_to_form(request, account, command, form, CORRECT_THE_FIELDS)
+        return _back_to_form(request, account, command, form, [CORRECT_THE_FIELDS])
     if request.POST.get(f"{command}-change"):
         return _back_to_form(request, account, command, form)
     data = form.cleaned_data
@@ -185,9 +194,9 @@ def account_command(request, spec, account, command):
     except DomainError as error:
         return _back_to_form(request, account, command, form, refusal(spec.label, error))
     except services.ConcurrencyConflict:
-        return _back_to_form(request, account, command, form, f"{spec.label} refused: the account kept changing "
+        return _back_to_form(request, account, command, form, [f"{spec.label} refused: the account kept changing "
                              "while your command was being decided (others are working on it). Nothing was done; "
-                             "try again.")  # fmt: skip
+                             "try again."])  # fmt: skip
     request.session.pop(_review_key(token, command), None)
     done = linked(spec.done(data, states))
     if seen.replayed:
@@ -211,9 +220,9 @@ def _kept(form, command: str) -> dict[str, str]:
             if key.startswith(f"{command}-") and key not in (f"{command}-confirmed", f"{command}-change")}  # fmt: skip
 
 
-def _back_to_form(request, account, command: str, form, problem: str = ""):
+def _back_to_form(request, account, command: str, form, problem: Parts = ()):
     request.session[SENT_BACK] = {"account": str(account.id), "command": command, "data": _kept(form, command),
-                                  "problem": problem}  # fmt: skip
+                                  "problem": for_the_session(problem)}  # fmt: skip
     token = _token_of(form.data.get(f"{command}-idempotency_key", ""))
     # No #fragment: a page opened at one ignores autofocus, which scrolls to the form anyway.
     return redirect(f"{reverse('accounts:detail', args=[account.id])}?{FORM_TOKEN}={token}")
@@ -228,17 +237,17 @@ def _sent_back(request, account) -> dict:
     name = sent["command"]
     if name not in OFFERED[account.status]:  # the account's status refused it: no such form now
         if sent["problem"]:
-            messages.error(request, mark_safe(sent["problem"]))  # made by this module, every value in it escaped
+            messages.error(request, from_the_session(sent["problem"]))
         return {}
     return {name: _with_focus(COMMANDS[name].form(sent["data"], account=account, prefix=name), sent["problem"])}
 
 
-def _with_focus(form, problem: str):
+def _with_focus(form, problem: list):
     """A form sent back, bound again: its problem at its top, the focus on its first invalid field
     (or its first field, after Change)."""
     form.is_valid()
     if problem:
-        form.add_error(None, mark_safe(problem))  # made by this module, every value in it escaped
+        form.add_error(None, from_the_session(problem))
     first = next((field for field in form.visible_fields() if field.errors), None) or form.visible_fields()[0]
     form.fields[first.name].widget.attrs["autofocus"] = True
     return form
@@ -266,7 +275,7 @@ def review(request, spec, account, command):
         return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
     form = spec.form(kept, account=account, prefix=command)
     if not form.is_valid():
-        return _back_to_form(request, account, command, form, CORRECT_THE_FIELDS)
+        return _back_to_form(request, account, command, form, [CORRECT_THE_FIELDS])
     try:
         what = preview(spec, account, form.cleaned_data)
     except DomainError as error:
@@ -437,7 +446,7 @@ def open_account(request):
             form = OpenAccountForm(initial={"idempotency_key": token})
         return render(request, "accounts/open_account.html", {"form": form, "opened": opened and opened[0]})
     form = OpenAccountForm(request.POST)
-    problem = CORRECT_THE_FIELDS
+    problem: Parts = [CORRECT_THE_FIELDS]
     if form.is_valid():
         data = form.cleaned_data
         try:
@@ -447,7 +456,7 @@ def open_account(request):
                     idempotency_key=data["idempotency_key"],
                 )  # fmt: skip
         except DomainError as error:
-            problem = format_html("The account was not opened: {} Nothing was done.", linked(error.parts))
+            problem = ["The account was not opened: ", *error.parts, " Nothing was done."]
         else:
             if seen.replayed:
                 messages.info(
@@ -461,7 +470,7 @@ def open_account(request):
     token = _token_of(form.data.get("idempotency_key", ""))
     kept = {key: form.data.get(key, "") for key in ("owner", "currency", "initial_deposit")}
     request.session[SENT_BACK_OPENING] = {"token": token, "data": kept | {"idempotency_key": token},
-                                          "problem": problem}  # fmt: skip
+                                          "problem": for_the_session(problem)}  # fmt: skip
     return redirect(f"{request.path}?{FORM_TOKEN}={token}")
 
 

@@ -184,3 +184,15 @@ def test_account_search_ignores_case_and_accents_takes_words_in_any_order_and_fi
     assert found("HOLMES zoë") == {"Zoë Holmes"}
     assert found(str(zoe.id)[:6]) >= {"Zoë Holmes"} and found(str(zoe.id).upper()) == {"Zoë Holmes"}
     assert found("nagy holmes") == set()
+
+
+def test_a_message_kept_in_the_session_is_escaped_again_never_trusted_as_markup():
+    """Anyone holding the application's database role can write the sessions table."""
+    account = AccountFactory()
+    client = client_for("teller")
+    session = client.session
+    forged = ["<script>alert(1)</script>", {"account": "not an id", "owner": "x"}]
+    session["sent_back_form"] = {"account": str(account.id), "command": "deposit", "data": {}, "problem": forged}
+    session.save()
+    page = client.get(reverse("accounts:detail", args=[account.id]), follow=True).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
