@@ -151,7 +151,8 @@ def _part(part: str | AccountName) -> str | SafeString:
 
 
 def refusal(label: str, error: domain.DomainError) -> list[str | AccountName]:
-    return [f"{label} refused: ", *error.parts, " Nothing was done."]
+    said = "Nothing was done" in str(error)  # an unreadable history says it, with what must happen next
+    return [f"{label} refused: ", *error.parts, *([] if said else [" Nothing was done."])]
 
 
 def for_the_session(parts: Parts) -> list[Any]:

@@ -113,15 +113,22 @@ class BalanceNotZero(DomainError):
 
 class UnreadableEvent(DomainError):
     """A stored event the rules cannot fold (malformed, or breaking an invariant): the account
-    cannot be trusted past it, so every command on it is refused until someone investigates."""
+    cannot be trusted past it, so every command on it is refused until someone investigates.
 
-    def __init__(self, account_id: uuid.UUID, version: int, event_type: str, reason: str) -> None:
-        self.account_id, self.version, self.event_type = account_id, version, event_type
-        self.description = (
-            f"Version {version} of account {account_id} ({str(event_type)[:60]}) cannot be read: {reason}."
-        )
+    A refusal names the account by its owner; `description` names it by its id (for the people
+    who run the bank's systems), `on_its_page` says "this account" (for the account's own page).
+    """
+
+    problem = "cannot be read"
+
+    def __init__(self, account: AccountName, version: int, event_type: str, reason: str) -> None:
+        self.account_id, self.version, self.event_type = account.id, version, event_type
+        finding = f"{f' ({str(event_type)[:60]})' if event_type else ''} {self.problem}: {reason}."
+        self.description = f"Version {version} of account {account.id}{finding}"
+        self.on_its_page = f"Version {version} of this account{finding}"
+        whose = f"Version {version} of the account of " if account.owner else f"Version {version} of "
         super().__init__(
-            f"{self.description} Nothing was done; an administrator must investigate the account's history."
+            whose, account, f"{finding} Nothing was done; an administrator must investigate the account's history."
         )
 
 
@@ -129,12 +136,10 @@ class AccountOnHold(UnreadableEvent):
     """The account's stored history failed its integrity check (a row not signed by this
     application, or changed since): every command on it is refused until someone investigates."""
 
-    def __init__(self, account_id: uuid.UUID, version: int, reason: str) -> None:
-        self.account_id, self.version, self.event_type = account_id, version, ""
-        self.description = f"Version {version} of account {account_id} failed its integrity check: {reason}."
-        DomainError.__init__(
-            self, f"{self.description} Nothing was done; an administrator must investigate the account's history."
-        )
+    problem = "failed its integrity check"
+
+    def __init__(self, account: AccountName, version: int, reason: str) -> None:
+        super().__init__(account, version, "", reason)
 
 
 # --- events ---------------------------------------------------------------------
@@ -460,7 +465,7 @@ class BankAccount:
                 account._apply(version, event_type, data)
         except (KeyError, TypeError, ValueError) as error:
             reason = f"no {error}" if isinstance(error, KeyError) else str(error)
-            raise UnreadableEvent(account.id, account.version, event_type, reason[:200]) from None
+            raise UnreadableEvent(account.name, account.version, event_type, reason[:200]) from None
         return account
 
     def copy(self) -> BankAccount:

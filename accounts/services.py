@@ -21,9 +21,11 @@ from accounts.domain import (
     STATE_SCHEMA,
     UPCASTERS,
     AccountBusy,
+    AccountName,
     AccountNotFound,
     AccountOnHold,
     BankAccount,
+    DomainError,
     Event,
     InvalidInput,
     UnreadableEvent,
@@ -87,8 +89,20 @@ def get_account(
             ACCOUNT, account_id, version=version, as_of=moment, from_events_only=from_events_only
         )
     except IntegrityHold as hold:
-        raise AccountOnHold(hold.aggregate_id, hold.version, hold.reason) from None
+        raise _on_hold(hold) from None
     return account if account.exists else None
+
+
+def _on_hold(hold: IntegrityHold) -> AccountOnHold:
+    """The hold, naming the account by its owner as the history before the bad version gives it."""
+    before = None
+    if hold.version > 1:
+        try:
+            before = get_account(hold.aggregate_id, version=hold.version - 1)
+        except DomainError:  # its opening cannot be read either: the account has only its id
+            before = None
+    name = before.name if before is not None else AccountName(hold.aggregate_id, "")
+    return AccountOnHold(name, hold.version, hold.reason)
 
 
 def last_readable(account_id: uuid.UUID | str) -> tuple[BankAccount | None, UnreadableEvent | None]:
@@ -128,7 +142,7 @@ def _run(command: str, arguments: dict[str, Any], idempotency_key: str | None,
     except (IdempotencyKeyReused, InvalidIdempotencyKey) as error:
         raise InvalidInput(str(error)) from None
     except IntegrityHold as hold:
-        raise AccountOnHold(hold.aggregate_id, hold.version, hold.reason) from None
+        raise _on_hold(hold) from None
     except Busy:
         raise AccountBusy(
             "The account is busy: another command on it is still running. Nothing was done; try again in a moment."

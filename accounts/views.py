@@ -159,7 +159,7 @@ def one_command_on_one_account(view):
             raise PermissionDenied
         account, problem = services.last_readable(account_id)
         if problem is not None:
-            messages.error(request, f"{spec.label} refused: {problem}")
+            messages.error(request, linked(refusal(spec.label, problem)))
             return redirect(_fresh_form_address(reverse("accounts:detail", args=[account_id])))
         if account is None:
             raise Http404("No such account.")

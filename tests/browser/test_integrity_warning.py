@@ -19,7 +19,7 @@ def test_the_integrity_warning_is_seen_whole_and_no_command_is_offered(page, sho
     page.goto(f"/accounts/{account.id}/")
     banner = page.locator(".integrity-banner[role=alert]")
     banner.wait_for()
-    assert f"Version 2 of account {account.id}" in banner.inner_text()
+    assert "Version 2 of this account (Deposited) cannot be read" in banner.inner_text()
     assert "Nothing was done" not in banner.inner_text()  # said of refused commands, not of a page view
     box = banner.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= width  # readable without scrolling sideways
