@@ -233,8 +233,8 @@ CHROMIUM_FLAGS = [
 
 
 @contextmanager
-def chromium_page(live_server, monkeypatch, *, back_forward_cache: bool = False):
-    """A Chromium page on the live test server, started after (and stopped before) the database.
+def chromium(monkeypatch, *, back_forward_cache: bool = False):
+    """Debian's Chromium, driven by Playwright (skipped, or failed under REQUIRE_BROWSER, without it).
 
     Playwright turns Chromium's back-forward cache off; `back_forward_cache` keeps it on.
     """
@@ -252,13 +252,29 @@ def chromium_page(live_server, monkeypatch, *, back_forward_cache: bool = False)
             executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
             ignore_default_args=["--disable-back-forward-cache"] if back_forward_cache else None,
         )  # fmt: skip
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        yield page
+        yield browser
         browser.close()
+
+
+@contextmanager
+def page_on(browser, live_server):
+    """A page of its own (its own cookies, so nobody is logged in) on the live test server."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()
         # ORM calls made while the loop ran opened connections of their own context.
         connections.close_all()
+
+
+@contextmanager
+def chromium_page(live_server, monkeypatch, *, back_forward_cache: bool = False):
+    """A Chromium of its own with one page on the live test server (`chromium`, `page_on`)."""
+    with chromium(monkeypatch, back_forward_cache=back_forward_cache) as browser, page_on(browser, live_server) as page:
+        yield page
 
 
 def log_in(page, username):

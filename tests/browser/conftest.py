@@ -4,14 +4,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import chromium_page
+from tests.support import chromium, page_on
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for a module's tests (starting one costs a second); each test has its own page."""
+    with pytest.MonkeyPatch.context() as monkeypatch, chromium(monkeypatch) as browser:
+        yield browser
+
+
 @pytest.fixture
-def page(live_server, monkeypatch):
-    with chromium_page(live_server, monkeypatch) as page:
+def page(browser, live_server):
+    with page_on(browser, live_server) as page:
         yield page
 
 
