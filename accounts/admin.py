@@ -1,8 +1,9 @@
-"""The account read model in the admin: read-only, with freeze and unfreeze actions.
+"""The read models in the admin: accounts (with freeze and unfreeze actions) and approval requests.
 
 The actions ask for a reason on a confirmation page, then run the services one
 account at a time and report each account's outcome: the admin never writes a
-read-model row itself.
+read-model row itself. An unfreeze waits for a second person like any other
+(four eyes); requests are approved on the back-office's approvals page, never here.
 """
 
 from django import forms
@@ -12,8 +13,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from accounts import services
+from accounts.approvals import ApprovalPending
 from accounts.domain import MAX_TEXT_LENGTH, DomainError
-from accounts.models import Account
+from accounts.models import Account, Approval
 from accounts.money import format_money
 from eventstore.admin import ReadOnlyAdmin
 from eventstore.context import metadata_context
@@ -34,6 +36,8 @@ def _status_action(request, queryset, *, command, verb, done, permission, title)
             for account in queryset:
                 try:
                     command(account_id=account.account_id, reason=reason)
+                except ApprovalPending as pending:
+                    messages.info(request, f"{account.owner} ({account.account_id}): {pending}")
                 except DomainError as error:
                     messages.warning(request, f"{account.owner} ({account.account_id}): not {done} — {error}")
                 else:
@@ -98,3 +102,21 @@ class AccountAdmin(ReadOnlyAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    """Approval requests, read-only: nobody edits a request; a checker decides it on its page."""
+
+    list_display = ["requested_at", "command", "account_id", "formatted_amount", "maker", "state", "checker"]
+    list_filter = ["state", "command", "currency"]
+    search_fields = ["=request_id", "=account_id", "maker", "checker"]
+    ordering = ["-requested_at"]
+    readonly_fields = [f.name for f in Approval._meta.fields]
+
+    @admin.display(description="amount", ordering="amount")
+    def formatted_amount(self, row):
+        return "" if row.amount is None else format_money(row.amount, row.currency)
+
+    def view_on_site(self, row):
+        return reverse("accounts:approval", args=[row.request_id])

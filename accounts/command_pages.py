@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from accounts import domain, services
-from accounts.domain import AccountName, BankAccount, decimals
+from accounts.domain import WAIVED, AccountName, BankAccount, decimals
 from accounts.forms import DepositForm, ReasonForm, TransferForm, WithdrawForm
 
 Parts = Iterable[str | AccountName]
@@ -49,7 +49,7 @@ def _transfer_preview(account: BankAccount, data: dict[str, Any], recipient: Ban
     if recipient is None:
         raise domain.AccountNotFound(f"There is no account {data['to_account']}.")
     sent, received = domain.transfer(account, recipient, transfer_id=uuid.uuid4(), amount=data["amount"],
-                                     reference=data["reference"], ceiling=_ceiling())  # fmt: skip
+                                     reference=data["reference"], four_eyes=WAIVED, ceiling=_ceiling())  # fmt: skip
     return [account.with_events(sent), recipient.with_events(received)]
 
 
@@ -67,7 +67,8 @@ COMMANDS = {
     "withdraw": Command(
         "Withdraw", WithdrawForm, "accounts.withdraw",
         lambda a, d, k: [services.withdraw(account_id=a, amount=d["amount"], reason=d["reason"], idempotency_key=k)],
-        lambda acc, d, _: _after(acc, acc.withdraw(amount=d["amount"], reason=d["reason"], ceiling=_ceiling())),
+        lambda acc, d, _: _after(acc, acc.withdraw(amount=d["amount"], reason=d["reason"], four_eyes=WAIVED,
+                                                          ceiling=_ceiling())),
         lambda d, s: [f"Withdrew {s[0].money(d['amount'])} from the account of ", s[0].name, _balance(s[0])],
     ),
     "transfer": Command(
@@ -91,14 +92,14 @@ COMMANDS = {
     "unfreeze": Command(
         "Unfreeze", ReasonForm, "accounts.unfreeze_account",
         lambda a, d, k: [services.unfreeze(account_id=a, reason=d["reason"], idempotency_key=k)],
-        lambda acc, d, _: _after(acc, acc.unfreeze(reason=d["reason"])),
+        lambda acc, d, _: _after(acc, acc.unfreeze(reason=d["reason"], four_eyes=WAIVED)),
         lambda d, s: ["Unfroze the account of ", s[0].name, ": it is active again."],
         always_reviewed=True,
     ),
     "close": Command(
         "Close", ReasonForm, "accounts.close_account",
         lambda a, d, k: [services.close_account(account_id=a, reason=d["reason"], idempotency_key=k)],
-        lambda acc, d, _: _after(acc, acc.close(reason=d["reason"])),
+        lambda acc, d, _: _after(acc, acc.close(reason=d["reason"], four_eyes=WAIVED)),
         lambda d, s: ["Closed the account of ", s[0].name, ": nothing more can happen to it."],
         always_reviewed=True,
     ),

@@ -142,6 +142,38 @@ class AccountOnHold(UnreadableEvent):
         super().__init__(account, version, "", reason)
 
 
+class NeedsApproval(Exception):
+    """The rules allow the command, but a second person must approve it first (four eyes).
+
+    Not a refusal: the command unit turns it into an approval request, which moves nothing.
+    """
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        super().__init__(f"A {command} like this one needs a second person's approval.")
+
+
+@dataclass(frozen=True)
+class FourEyes:
+    """Which decisions wait for a second person: withdrawals and transfers from `from_amount`
+    (minor units of the account's currency), every close and every unfreeze.
+
+    `WAIVED` waits for nobody: a checker has approved the command already, or it is the owner's
+    bulk load (seed_demo, generate_events). Every decision that can wait is told which applies;
+    none has a default, so nobody skips the rule by leaving it out.
+    """
+
+    from_amount: int | None
+
+    def check(self, command: str, amount: int | None = None) -> None:
+        """Raise NeedsApproval if the command must wait (an `amount` of None: it always does)."""
+        if self.from_amount is not None and (amount is None or amount >= self.from_amount):
+            raise NeedsApproval(command)
+
+
+WAIVED = FourEyes(None)
+
+
 # --- events ---------------------------------------------------------------------
 
 
@@ -588,10 +620,12 @@ class BankAccount:
         self._require_room(amount)
         return [Deposited(amount, source)]
 
-    def withdraw(self, *, amount: int, reason: str, ceiling: int = DEFAULT_AMOUNT_CEILING) -> list[Event]:
+    def withdraw(self, *, amount: int, reason: str, four_eyes: FourEyes,
+                 ceiling: int = DEFAULT_AMOUNT_CEILING) -> list[Event]:  # fmt: skip
         amount, reason = check_amount(amount, self.currency, ceiling), check_text(reason, "reason")
         self._require_active("no money can be paid out")
         self._require_funds(amount, "withdraw")
+        four_eyes.check("withdrawal", amount)
         return [Withdrawn(amount, reason)]
 
     def freeze(self, *, reason: str) -> list[Event]:
@@ -602,15 +636,16 @@ class BankAccount:
             raise AccountFrozen("The account of ", self.name, " is already frozen.")
         return [Frozen(reason)]
 
-    def unfreeze(self, *, reason: str) -> list[Event]:
+    def unfreeze(self, *, reason: str, four_eyes: FourEyes) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
             raise AccountClosed("The account of ", self.name, " is closed: it cannot be unfrozen.")
         if self.status != FROZEN:
             raise AccountNotFrozen("The account of ", self.name, " is not frozen.")
+        four_eyes.check("unfreeze")
         return [Unfrozen(reason)]
 
-    def close(self, *, reason: str) -> list[Event]:
+    def close(self, *, reason: str, four_eyes: FourEyes) -> list[Event]:
         reason = check_text(reason, "reason")
         if self.status == CLOSED:
             raise AccountClosed("The account of ", self.name, " is already closed.")
@@ -619,6 +654,7 @@ class BankAccount:
                 "The account of ", self.name, f" still holds {self.money(self.balance)}; "
                 "only an account with a zero balance can be closed.",
             )  # fmt: skip
+        four_eyes.check("closing")
         return [Closed(reason)]
 
 
@@ -629,6 +665,7 @@ def transfer(
     transfer_id: uuid.UUID | str,
     amount: int,
     reference: str,
+    four_eyes: FourEyes,
     ceiling: int = DEFAULT_AMOUNT_CEILING,
 ) -> tuple[list[Event], list[Event]]:
     """Decide a transfer: the events for the paying account and for the receiving one."""
@@ -644,6 +681,7 @@ def transfer(
         )  # fmt: skip
     source._require_funds(amount, "transfer")
     target._require_room(amount)
+    four_eyes.check("transfer", amount)
     transfer_id = str(transfer_id)
     return (
         [TransferSent(transfer_id, str(target.id), amount, reference)],

@@ -16,6 +16,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import MaxLengthValidator
 
 from accounts import selectors
+from accounts.approvals import COMMAND_NAMES, STATES
 from accounts.domain import CURRENCIES, MAX_OWNER_LENGTH, MAX_TEXT_LENGTH, STATUSES
 from accounts.money import AmountError, decimals, to_minor_units
 from eventstore.models import MAX_KEY_LENGTH
@@ -101,6 +102,25 @@ class TransferForm(AccountCommandForm):
 
 class ReasonForm(AccountCommandForm):
     reason = _text("Reason")
+
+
+class DecisionForm(CommandForm):
+    """Approve a request: nothing to fill in but the key that makes a double click harmless."""
+
+
+class RequestReasonForm(CommandForm):
+    """Reject a request (a checker) or cancel it (its maker), saying why."""
+
+    reason = _text("Reason")
+
+
+class ApprovalFilterForm(forms.Form):
+    state = forms.ChoiceField(required=False, choices=[("", "Any state")] + [(s, s.title()) for s in STATES])
+    command = forms.ChoiceField(required=False, choices=[("", "Any command")] + list(COMMAND_NAMES.items()))
+    maker = forms.CharField(required=False, max_length=150, widget=forms.TextInput(attrs={"list": "makers"}),
+                            help_text="Who asked: type or pick a name.")  # fmt: skip
+    account = forms.UUIDField(required=False, help_text="The account paying, or receiving a transfer.")
+    page = forms.IntegerField(required=False, min_value=1, max_value=10_000, widget=forms.HiddenInput)
 
 
 class OpenAccountForm(CommandForm):

@@ -7,6 +7,7 @@ from the events.
 
 from django.db import models
 
+from accounts.approvals import STATES
 from accounts.domain import STATUSES
 
 
@@ -72,3 +73,38 @@ class DailyStatement(models.Model):
 
     def __str__(self):
         return f"{self.account_id} on {self.day}"
+
+
+class Approval(models.Model):
+    """One row per approval request (accounts.approvals): the approvals queue and the account pages read it."""
+
+    request_id = models.UUIDField(primary_key=True)
+    command = models.CharField(max_length=20)
+    account_id = models.UUIDField()
+    recipient_id = models.UUIDField(null=True, help_text="A transfer's receiving account.")
+    amount = models.BigIntegerField(null=True, help_text="In minor units of the currency (cents).")
+    currency = models.CharField(max_length=3)
+    maker = models.CharField(max_length=150, help_text="Who asked for the command.")
+    checker = models.CharField(max_length=150, blank=True, help_text="Who approved or rejected it.")
+    state = models.CharField(max_length=10, choices=[(s, s.title()) for s in STATES])
+    reason = models.CharField(max_length=500)
+    outcome = models.CharField(max_length=600, blank=True, help_text="Why it was rejected, cancelled or failed.")
+    requested_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True)
+    version = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "approval_read_model"
+        ordering = ["requested_at", "request_id"]
+        # Requests change only through their commands; nobody edits one.
+        default_permissions = ("view",)
+        permissions = [("approve_request", "Can approve or reject approval requests")]
+        indexes = [
+            models.Index(fields=["state", "requested_at"], name="approval_state_requested"),
+            models.Index(fields=["account_id", "requested_at"], name="approval_account_requested"),
+            models.Index(fields=["maker", "requested_at"], name="approval_maker_requested"),
+        ]
+
+    def __str__(self):
+        return f"{self.command} request {self.request_id} ({self.state})"

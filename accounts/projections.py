@@ -1,8 +1,10 @@
-"""The bank's read models, fed by account events.
+"""The bank's read models, fed by account and approval-request events.
 
 * `accounts` (inline): one row per account, its state after its latest event;
   lists and searches read it. The command unit applies it to every command's
   events in the command's own transaction.
+* `approvals` (inline): one row per approval request, for the approvals queue
+  and the account pages.
 * `daily_statements` (asynchronous): per account and day, opening balance,
   credits, debits, closing balance and number of events; applied after commit
   by `manage.py run_projections`.
@@ -21,6 +23,7 @@ from typing import Any
 
 from psycopg import sql
 
+from accounts.approvals import PENDING, REQUEST_TYPE, ApprovalRequest
 from accounts.domain import AGGREGATE_TYPE, BankAccount, money_effect, status_after
 from eventstore import db
 from eventstore.projections import Projection, register
@@ -29,7 +32,7 @@ from eventstore.store import RecordedEvent, StoredEvent
 EventRecord = RecordedEvent | StoredEvent
 
 
-def _by_account(events: Sequence[EventRecord]) -> dict[uuid.UUID, list[EventRecord]]:
+def _by_aggregate(events: Sequence[EventRecord]) -> dict[uuid.UUID, list[EventRecord]]:
     grouped: dict[uuid.UUID, list[EventRecord]] = defaultdict(list)
     for event in events:
         grouped[event.aggregate_id].append(event)
@@ -75,7 +78,7 @@ class AccountProjection(Projection):
         table = tables["account_read_model"]
         opened: list[tuple[Any, ...]] = []
         changed: list[tuple[Any, ...]] = []
-        for account_id, account_events in _by_account(events).items():
+        for account_id, account_events in _by_aggregate(events).items():
             first, last = account_events[0], account_events[-1]
             if first.version == 1:
                 # The whole history so far: the domain's fold, which refuses what an account cannot be.
@@ -116,7 +119,7 @@ class DailyStatementProjection(Projection):
 
     def apply(self, events: Sequence[EventRecord], tables: dict[str, str]) -> None:
         table = sql.Identifier(tables["account_daily_statement"])
-        grouped = _by_account(events)
+        grouped = _by_aggregate(events)
         latest_rows = db.fetchall(
             sql.SQL(
                 "SELECT DISTINCT ON (account_id) " + self._COLUMNS + " FROM {} "
@@ -162,5 +165,59 @@ def _add(row: list[Any], event: EventRecord) -> None:
     row[7] += 1
 
 
+# A request's first event makes its row; the one event that ends it sets how (no read needed).
+_ASKED = (
+    "INSERT INTO {table} (request_id, command, account_id, recipient_id, amount, currency, maker, checker, state, "
+    "reason, outcome, requested_at, expires_at, decided_at, version) VALUES {rows}"
+)
+_FIFTEEN_VALUES = "(" + ", ".join(["%s"] * 15) + ")"
+_DECIDED = """
+UPDATE {table} AS row
+   SET state = change.state, checker = change.checker, outcome = change.outcome, decided_at = change.at,
+       version = change.version
+  FROM (VALUES {rows}) AS change (request_id, state, checker, outcome, at, first_version, version)
+ WHERE row.request_id = change.request_id AND row.version < change.first_version
+"""
+_DECIDED_ROW = "(%s::uuid, %s::text, %s::text, %s::text, %s::timestamptz, %s::integer, %s::integer)"
+
+
+class ApprovalProjection(Projection):
+    name = "approvals"
+    tables = ("approval_read_model",)
+    aggregate_types = frozenset({REQUEST_TYPE})
+    inline = True
+    description = "one row per approval request: command, account, maker, checker, state (inline)"
+
+    def apply(self, events: Sequence[EventRecord], tables: dict[str, str]) -> None:
+        table = tables["approval_read_model"]
+        asked: list[tuple[Any, ...]] = []
+        decided: list[tuple[Any, ...]] = []
+        for request_id, request_events in _by_aggregate(events).items():
+            first, last = request_events[0], request_events[-1]
+            start = None if first.version == 1 else _decided_only(request_id, first.version - 1)
+            request = ApprovalRequest.from_events(
+                request_id, [(e.version, e.event_type, e.data) for e in request_events], start
+            )
+            decided_at = last.created_at if len(request_events) > 1 or first.version > 1 else None
+            if first.version == 1:
+                asked.append((request.id, request.command, request.account_id, request.recipient_id,
+                              request.amount, request.currency, request.maker, request.checker, request.state,
+                              request.reason, request.outcome, first.created_at, request.expires_at, decided_at,
+                              request.version))  # fmt: skip
+            else:
+                decided.append((request.id, request.state, request.checker, request.outcome, decided_at,
+                                first.version, request.version))  # fmt: skip
+        if asked:
+            db.write(_statement(_ASKED, table, len(asked), _FIFTEEN_VALUES), [v for row in asked for v in row])
+        if decided:
+            db.write(_statement(_DECIDED, table, len(decided), _DECIDED_ROW), [v for row in decided for v in row])
+
+
+def _decided_only(request_id: uuid.UUID, version: int) -> ApprovalRequest:
+    """A pending request to fold the deciding event onto: the event needs nothing else of it."""
+    return ApprovalRequest(request_id, version=version, state=PENDING)
+
+
 accounts = register(AccountProjection())
+approvals = register(ApprovalProjection())
 daily_statements = register(DailyStatementProjection())

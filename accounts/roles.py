@@ -9,9 +9,12 @@ READ = [
     "eventstore.view_event",
     "eventstore.view_snapshot",
     "eventstore.view_commandlog",
+    "accounts.view_approval",
 ]
 TELLER = READ + ["accounts.open_account", "accounts.deposit", "accounts.withdraw", "accounts.transfer"]
-SUPERVISOR = TELLER + ["accounts.freeze_account", "accounts.unfreeze_account", "accounts.close_account"]
+SUPERVISOR = TELLER + [
+    "accounts.freeze_account", "accounts.unfreeze_account", "accounts.close_account", "accounts.approve_request",
+]  # fmt: skip
 
 ROLES = {"teller": TELLER, "supervisor": SUPERVISOR, "auditor": READ}
 

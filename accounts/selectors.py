@@ -16,11 +16,12 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from django.contrib.auth.models import Group, User
-from django.db.models import Count, Func, Q, QuerySet, Sum, TextField, Value
+from django.db.models import Case, Count, Func, Q, QuerySet, Sum, TextField, Value, When
 from django.db.models.functions import Cast
 
+from accounts.approvals import EXPIRED, PENDING
 from accounts.domain import ACTIVE, CLOSED, BankAccount, counterparty, money_effect
-from accounts.models import Account, DailyStatement
+from accounts.models import Account, Approval, DailyStatement
 from eventstore.models import Event, IntegrityFinding, IntegrityRun, ProjectionCheckpoint, QuarantinedEvent
 from eventstore.store import EventStore
 
@@ -258,8 +259,13 @@ def audit_events(filters: AuditFilters) -> QuerySet[Event]:
     events = Event.objects.order_by("-id")
     if filters.event_type:
         events = events.filter(event_type=filters.event_type)
-    if filters.actor:
-        events = events.filter(metadata__contains={"actor": filters.actor})
+    if filters.actor:  # who acted, or who asked for or approved what they did
+        actor = filters.actor
+        events = events.filter(
+            Q(metadata__contains={"actor": actor})
+            | Q(metadata__contains={"maker": actor})
+            | Q(metadata__contains={"checker": actor})
+        )
     if filters.account:
         events = events.filter(aggregate_id=filters.account)
     if filters.correlation_id:
@@ -330,3 +336,54 @@ def month_statement(account_id: uuid.UUID, month: date) -> Statement:
         closing_balance=days[-1].closing_balance if days else None,
         applied_at=checkpoint.updated_at if checkpoint else None,
     )
+
+
+# --- approval requests -------------------------------------------------------------
+
+
+@dataclass
+class ApprovalFilters:
+    state: str = ""
+    account: uuid.UUID | None = None
+    maker: str = ""
+    command: str = ""
+
+
+def _shown_as(state: str, now: datetime) -> Q:
+    """The rows the pages show in `state`: a pending request past its time shows as expired."""
+    overdue = Q(state=PENDING, expires_at__lte=now)
+    if state == PENDING:
+        return Q(state=PENDING, expires_at__gt=now)
+    if state == EXPIRED:
+        return Q(state=EXPIRED) | overdue
+    return Q(state=state)
+
+
+def approvals(filters: ApprovalFilters, *, now: datetime, page: int = 1, size: int = PAGE_SIZE) -> Page[Approval]:
+    """Approval requests, those still waiting first, each group oldest first."""
+    rows = Approval.objects.all()
+    if filters.state:
+        rows = rows.filter(_shown_as(filters.state, now))
+    if filters.account:
+        rows = rows.filter(Q(account_id=filters.account) | Q(recipient_id=filters.account))
+    if filters.maker:
+        rows = rows.filter(maker=filters.maker)
+    if filters.command:
+        rows = rows.filter(command=filters.command)
+    waiting = Case(When(_shown_as(PENDING, now), then=Value(0)), default=Value(1))
+    start = (page - 1) * size
+    ordered = rows.annotate(waiting=waiting).order_by("waiting", "requested_at", "request_id")
+    return _page(list(ordered[start : start + size + 1]), size, lambda row: page + 1)
+
+
+def waiting_on(account_id: uuid.UUID, *, now: datetime, limit: int = 20) -> list[Approval]:
+    """The requests still waiting that would act on the account (as payer or recipient), oldest first."""
+    rows = Approval.objects.filter(Q(account_id=account_id) | Q(recipient_id=account_id)).filter(
+        _shown_as(PENDING, now)
+    )
+    return list(rows.order_by("requested_at")[:limit])
+
+
+def makers(limit: int = 1000) -> list[str]:
+    """Who asked for approvals, for the queue's filter."""
+    return list(Approval.objects.order_by("maker").values_list("maker", flat=True).distinct()[:limit])

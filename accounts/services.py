@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from django.conf import settings
+from django.utils import timezone
 
+from accounts.approvals import EVENT_TYPES as REQUEST_EVENT_TYPES
+from accounts.approvals import (
+    PENDING,
+    REQUEST_SCHEMA,
+    REQUEST_TYPE,
+    ApprovalPending,
+    ApprovalRequest,
+    RequestNotFound,
+    RequestNotPending,
+    UnreadableRequest,
+)
 from accounts.domain import (
     AGGREGATE_TYPE,
     EVENT_TYPES,
     STATE_SCHEMA,
     UPCASTERS,
+    WAIVED,
     AccountBusy,
     AccountName,
     AccountNotFound,
@@ -27,12 +40,16 @@ from accounts.domain import (
     BankAccount,
     DomainError,
     Event,
+    FourEyes,
     InvalidInput,
+    NeedsApproval,
     UnreadableEvent,
     check_account_id,
+    decimals,
 )
 from accounts.domain import transfer as decide_transfer
-from eventstore import commands, snapshots
+from accounts.models import Approval
+from eventstore import commands, context, snapshots
 from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, Unit
 
 # What pages need of the store, they take from here: whether a command was answered
@@ -53,6 +70,17 @@ ACCOUNT: Aggregate[BankAccount] = Aggregate(
     state_schema=STATE_SCHEMA,  # a snapshot every EVENTSTORE_SNAPSHOT_EVERY events
     upcasters=UPCASTERS,
     url_name="accounts:detail",
+)
+# An approval request (accounts.approvals): a few events each, so never a snapshot.
+REQUEST: Aggregate[ApprovalRequest] = Aggregate(
+    type=REQUEST_TYPE,
+    event_types=frozenset(REQUEST_EVENT_TYPES),
+    fold=ApprovalRequest.from_events,
+    to_snapshot=ApprovalRequest.to_snapshot,
+    from_snapshot=ApprovalRequest.from_snapshot,
+    state_schema=REQUEST_SCHEMA,
+    snapshot_every=0,
+    url_name="accounts:approval",
 )
 
 
@@ -203,11 +231,12 @@ def deposit(
 def withdraw(
     *, account_id: uuid.UUID | str, amount: int, reason: str, idempotency_key: str | None = None
 ) -> BankAccount:
-    return _single(
-        "withdraw", account_id, {"amount": amount, "reason": reason}, idempotency_key,
-        lambda account: account.withdraw(amount=amount, reason=reason, ceiling=_ceiling()),
-        {"reason": reason},
+    """Raises ApprovalPending, having stored an approval request, from APPROVAL_AT on."""
+    (account,) = _may_wait(
+        "withdraw", {"account_id": str(check_account_id(account_id)), "amount": amount, "reason": reason},
+        idempotency_key, {"reason": reason},
     )  # fmt: skip
+    return account
 
 
 def freeze(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> BankAccount:
@@ -218,36 +247,205 @@ def freeze(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | N
 
 
 def unfreeze(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> BankAccount:
-    return _single(
-        "unfreeze", account_id, {"reason": reason}, idempotency_key,
-        lambda account: account.unfreeze(reason=reason), {"reason": reason},
+    """Always waits for a second person: raises ApprovalPending, having stored an approval request."""
+    (account,) = _may_wait(
+        "unfreeze", {"account_id": str(check_account_id(account_id)), "reason": reason}, idempotency_key,
+        {"reason": reason},
     )  # fmt: skip
+    return account
 
 
 def close_account(*, account_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> BankAccount:
-    return _single(
-        "close_account", account_id, {"reason": reason}, idempotency_key,
-        lambda account: account.close(reason=reason), {"reason": reason},
+    """Always waits for a second person: raises ApprovalPending, having stored an approval request."""
+    (account,) = _may_wait(
+        "close_account", {"account_id": str(check_account_id(account_id)), "reason": reason}, idempotency_key,
+        {"reason": reason},
     )  # fmt: skip
+    return account
 
 
 def transfer(*, from_account_id: uuid.UUID | str, to_account_id: uuid.UUID | str, amount: int, reference: str,
              idempotency_key: str | None = None) -> tuple[BankAccount, BankAccount]:  # fmt: skip
+    """Raises ApprovalPending, having stored an approval request, from APPROVAL_AT on."""
     source_id, target_id = check_account_id(from_account_id), check_account_id(to_account_id)
-    transfer_id = str(uuid.uuid4())
+    arguments = {"account_id": str(source_id), "to_account_id": str(target_id), "amount": amount,
+                 "reference": reference}  # fmt: skip
+    source, target = _may_wait("transfer", arguments, idempotency_key, {"reference": reference})
+    return source, target
+
+
+# --- four eyes ------------------------------------------------------------------------
+
+# The commands that may wait for a second person: each decides, on its accounts (the account,
+# then a transfer's recipient), the events of each, with the four-eyes rule it is given.
+Decision = Callable[[list[BankAccount], dict[str, Any], FourEyes], list[list[Event]]]
+_DECISIONS: dict[str, Decision] = {
+    "withdraw": lambda accounts, a, eyes: [
+        accounts[0].withdraw(amount=a["amount"], reason=a["reason"], four_eyes=eyes, ceiling=_ceiling())
+    ],
+    "unfreeze": lambda accounts, a, eyes: [accounts[0].unfreeze(reason=a["reason"], four_eyes=eyes)],
+    "close_account": lambda accounts, a, eyes: [accounts[0].close(reason=a["reason"], four_eyes=eyes)],
+    "transfer": lambda accounts, a, eyes: list(decide_transfer(
+        accounts[0], accounts[1], transfer_id=a["transfer_id"], amount=a["amount"], reference=a["reference"],
+        four_eyes=eyes, ceiling=_ceiling(),
+    )),
+}  # fmt: skip
+
+# How each command's arguments were logged before four eyes (the command log's hash must not change).
+_LOGGED = {
+    "transfer": lambda a: {"from": a["account_id"], "to": a["to_account_id"], "amount": a["amount"],
+                           "reference": a["reference"]},
+}  # fmt: skip
+
+
+def approval_from(currency: str) -> int:
+    """The amount (minor units) from which a withdrawal or a transfer in `currency` needs a second person."""
+    major: int = settings.APPROVAL_AT.get(currency, settings.APPROVAL_AT_OTHERS)
+    scale: int = 10 ** decimals(currency)
+    return major * scale
+
+
+def _actor() -> str:
+    return str(context.current().get("actor") or "anonymous")
+
+
+def _accounts_of(arguments: dict[str, Any]) -> list[uuid.UUID]:
+    return [uuid.UUID(arguments["account_id"])] + (
+        [uuid.UUID(arguments["to_account_id"])] if "to_account_id" in arguments else []
+    )
+
+
+def _may_wait(command: str, arguments: dict[str, Any], idempotency_key: str | None,
+              why: dict[str, str]) -> list[BankAccount]:  # fmt: skip
+    """Run a command that may need a second person: its events, or else an approval request
+    (raised as ApprovalPending once stored). The rules are checked first: a command they refuse
+    is refused at once, never sent for approval."""
+    asked: list[BankAccount] = []
 
     def handle(unit: Unit) -> None:
-        source, target = _existing(unit, source_id, target_id)
-        sent, received = decide_transfer(
-            source, target, transfer_id=transfer_id, amount=amount, reference=reference, ceiling=_ceiling()
-        )
-        why = _why(idempotency_key, reference=reference, transfer_id=transfer_id)
-        unit.record(source, sent, why)
-        unit.record(target, received, why)
+        accounts = _existing(unit, *_accounts_of(arguments))
+        decided = {**arguments, "transfer_id": str(uuid.uuid4())} if command == "transfer" else arguments
+        try:
+            events = _DECISIONS[command](accounts, decided, FourEyes(approval_from(accounts[0].currency)))
+        except NeedsApproval:
+            asked.append(accounts[0])
+            request = unit.new(REQUEST, uuid.uuid4())
+            expires_at = unit.now() + timedelta(hours=settings.APPROVAL_EXPIRES_AFTER_HOURS)
+            unit.record(request, ApprovalRequest.ask(command, arguments, accounts[0], maker=_actor(),
+                                                     reason=why.get("reason") or why.get("reference", ""),
+                                                     expires_at=expires_at), _why(idempotency_key))  # fmt: skip
+            return
+        extra = {"transfer_id": decided["transfer_id"]} if command == "transfer" else {}
+        for account, account_events in zip(accounts, events, strict=True):
+            unit.record(account, account_events, _why(idempotency_key, **why, **extra))
 
-    arguments = {"from": str(source_id), "to": str(target_id), "amount": amount, "reference": reference}
-    source, target = _run("transfer", arguments, idempotency_key, handle)
-    return source, target
+    logged = _LOGGED.get(command, dict)(arguments)
+    states = _run(command, logged, idempotency_key, handle)
+    if states and isinstance(states[0], ApprovalRequest):  # asked now, or by this very form before
+        request: ApprovalRequest = states[0]
+        account = asked[0] if asked else get_account(_accounts_of(request.arguments)[0])
+        raise ApprovalPending(request, account.name if account else AccountName(request.account_ids[0], ""))
+    return states
+
+
+def check_request_id(request_id: object) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(request_id))
+    except ValueError:
+        raise RequestNotFound(f"There is no approval request {str(request_id)[:60]!r}.") from None
+
+
+def get_request(request_id: uuid.UUID | str) -> ApprovalRequest | None:
+    """The approval request as its events give it; None if there is none."""
+    try:
+        request: ApprovalRequest = snapshots.load_at(REQUEST, check_request_id(request_id))
+    except IntegrityHold as hold:
+        raise UnreadableRequest(hold.aggregate_id, hold.version, hold.reason) from None
+    return request if request.exists else None
+
+
+def what_approval_would_do(request: ApprovalRequest) -> list[tuple[BankAccount, BankAccount]]:
+    """Each account the request acts on, as it is now and as approving now would leave it (a read:
+    nothing is stored). Raises the DomainError that would make the approval fail now."""
+    accounts = [get_account(account_id) for account_id in request.account_ids]
+    if any(account is None for account in accounts):
+        raise AccountNotFound("An account this request acts on does not exist.")
+    now = cast(list[BankAccount], accounts)
+    arguments = {**request.arguments, "transfer_id": str(uuid.uuid4())}
+    events = _DECISIONS[request.command](now, arguments, WAIVED)
+    return [(account, account.with_events(account_events)) for account, account_events in zip(now, events, strict=True)]
+
+
+def approve(*, request_id: uuid.UUID | str, idempotency_key: str | None = None) -> ApprovalRequest:
+    """Approve as the acting member of staff (never the maker) and run the command, in one transaction,
+    against the accounts as they are now. If the rules refuse it by then, the request is marked failed
+    with their reason and nothing moves: the request comes back approved or failed."""
+    request_id = check_request_id(request_id)
+
+    def handle(unit: Unit) -> None:
+        (request,) = unit.load(REQUEST, request_id)
+        checker = _actor()
+        approved = request.approve(checker=checker, now=unit.now())
+        accounts = _existing(unit, *request.account_ids)
+        arguments = {**request.arguments, "transfer_id": str(uuid.uuid4())}
+        try:
+            events = _DECISIONS[request.command](accounts, arguments, WAIVED)
+        except DomainError as refused:
+            unit.record(request, request.fail(checker=checker, refusal=refused), _why(idempotency_key))
+            return
+        unit.record(request, approved, _why(idempotency_key))
+        both = {"approval_request_id": str(request.id), "maker": request.maker, "checker": checker}
+        extra = {"transfer_id": arguments["transfer_id"]} if request.command == "transfer" else {}
+        why = {key: request.arguments[key] for key in ("reason", "reference") if key in request.arguments}
+        for account, account_events in zip(accounts, events, strict=True):
+            unit.record(account, account_events, _why(idempotency_key, **why, **both, **extra))
+
+    request, *_ = _run("approve", {"request_id": str(request_id)}, idempotency_key, handle)
+    return cast(ApprovalRequest, request)
+
+
+def _on_request(command: str, request_id: uuid.UUID | str, arguments: dict[str, Any], idempotency_key: str | None,
+                decide: Callable[[ApprovalRequest, datetime], list[Event]]) -> ApprovalRequest:  # fmt: skip
+    request_id = check_request_id(request_id)
+
+    def handle(unit: Unit) -> None:
+        (request,) = unit.load(REQUEST, request_id)
+        if not request.exists:
+            raise RequestNotFound(f"There is no approval request {request_id}.")
+        unit.record(request, decide(request, unit.now()), _why(idempotency_key))
+
+    (request,) = _run(command, {"request_id": str(request_id), **arguments}, idempotency_key, handle)
+    return cast(ApprovalRequest, request)
+
+
+def reject(*, request_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> ApprovalRequest:
+    """Reject as the acting member of staff (never the maker): nothing moves, and the request is closed."""
+    return _on_request("reject", request_id, {"reason": reason}, idempotency_key,
+                       lambda request, now: request.reject(checker=_actor(), reason=reason, now=now))  # fmt: skip
+
+
+def cancel(*, request_id: uuid.UUID | str, reason: str, idempotency_key: str | None = None) -> ApprovalRequest:
+    """Withdraw one's own request while it is pending."""
+    return _on_request("cancel", request_id, {"reason": reason}, idempotency_key,
+                       lambda request, now: request.cancel(by=_actor(), reason=reason, now=now))  # fmt: skip
+
+
+def expire(*, request_id: uuid.UUID | str) -> ApprovalRequest:
+    """Write down that a pending request's time ran out (pages already show it expired)."""
+    return _on_request("expire", request_id, {}, None, lambda request, now: request.expire(now=now))
+
+
+def expire_requests() -> int:
+    """Expire every pending request past its time (manage.py expire_requests, and the runner); how many."""
+    expired = 0
+    overdue = Approval.objects.filter(state=PENDING, expires_at__lte=timezone.now()).order_by("expires_at")
+    for request_id in overdue.values_list("request_id", flat=True).iterator():
+        try:
+            expire(request_id=request_id)
+            expired += 1
+        except RequestNotPending:  # decided meanwhile, by someone else
+            continue
+    return expired
 
 
 def take_snapshot(account_id: uuid.UUID | str) -> BankAccount:

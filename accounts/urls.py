@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts import exports, views
+from accounts import approval_views, exports, views
 
 app_name = "accounts"
 
@@ -13,6 +13,9 @@ urlpatterns = [
     path("accounts/<uuid:account_id>/transactions.csv", exports.transactions_csv, name="transactions_csv"),
     path("accounts/<uuid:account_id>/<slug:command>/", views.account_command, name="command"),
     path("accounts/<uuid:account_id>/<slug:command>/review/", views.review, name="review"),
+    path("approvals/", approval_views.approval_list, name="approvals"),
+    path("approvals/<uuid:request_id>/", approval_views.approval_detail, name="approval"),
+    path("approvals/<uuid:request_id>/<slug:action>/", approval_views.approval_command, name="approval_command"),
     path("audit/", views.audit_log, name="audit"),
     path("audit/export.csv", exports.audit_log_csv, name="audit_csv"),
 ]

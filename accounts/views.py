@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from functools import wraps
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.contrib import messages
@@ -19,6 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
+from accounts.approvals import ApprovalPending
 from accounts.charts import balance_chart
 from accounts.command_pages import (
     COMMANDS,
@@ -191,6 +193,11 @@ def account_command(request, spec, account, command):
             return redirect(f"{reverse('accounts:review', args=[account.id, command])}?{FORM_TOKEN}={token}")
         with services.outcome() as seen:
             states = spec.run(account.id, data, data["idempotency_key"])
+    except ApprovalPending as pending:
+        request.session.pop(_review_key(token, command), None)
+        messages.info(request, format_html("{} <a href=\"{}\">See the request</a>.", linked(pending.parts),
+                                           reverse("accounts:approval", args=[pending.request.id])))  # fmt: skip
+        return redirect(_fresh_form_address(reverse("accounts:detail", args=[account.id])))
     except DomainError as error:
         return _back_to_form(request, account, command, form, refusal(spec.label, error))
     except services.ConcurrencyConflict:
@@ -366,6 +373,16 @@ def account_detail(request, account_id):
     return _account_page(request, account_id, token=token or str(uuid.uuid4()))
 
 
+def _waiting(account: BankAccount) -> list[tuple[Any, int | None]]:
+    """The requests still waiting for a second person that would act on the account, each with the
+    balance it would leave if approved now (None: it moves no money)."""
+    waiting = []
+    for row in selectors.waiting_on(account.id, now=timezone.now()):
+        moved = None if row.amount is None else (row.amount if row.recipient_id == account.id else -row.amount)
+        waiting.append((row, None if moved is None else account.balance + moved))
+    return waiting
+
+
 def _account_page(request, account_id, *, token: str):
     current, problem = services.last_readable(account_id)
     if current is None and problem is not None:
@@ -423,6 +440,7 @@ def _account_page(request, account_id, *, token: str):
             "commands": COMMANDS,
             "reviewed": [name for name, command in COMMANDS.items() if command.always_reviewed],
             "status_note": None if past else selectors.status_note(current),
+            "waiting": [] if past else _waiting(current),
         },
     )
 

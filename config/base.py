@@ -56,6 +56,12 @@ ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")
 THRESHOLDS = {"JPY": 1_500_000, "ISK": 1_500_000, "KWD": 3_000, "BHD": 3_000}
 REVIEW_AT = {**THRESHOLDS, **env.dict("REVIEW_AT", cast={"value": int}, default={})}
 REVIEW_AT_OTHERS = 10_000  # a currency REVIEW_AT does not name
+# From which amount (major units, per currency) a withdrawal or a transfer waits for a second
+# person's approval (four eyes); closing and unfreezing always do. Same defaults and form as REVIEW_AT.
+APPROVAL_AT = {**THRESHOLDS, **env.dict("APPROVAL_AT", cast={"value": int}, default={})}
+APPROVAL_AT_OTHERS = 10_000
+# How long a request waits for its checker before it expires.
+APPROVAL_EXPIRES_AFTER_HOURS = env.int("APPROVAL_EXPIRES_AFTER_HOURS", default=24)
 # How long a web request waits for a lock (an account another command holds) and
 # runs one statement, in milliseconds; management commands are not bounded.
 WEB_LOCK_TIMEOUT_MS = env("WEB_LOCK_TIMEOUT_MS")

@@ -46,8 +46,9 @@ APPLICATION = {
     "snapshots": ("SELECT", "INSERT", "UPDATE"),
     # Deleting or changing a row would let its idempotency key run twice.
     "command_log": ("SELECT", "INSERT"),
-    # The inline read model, upserted by every command.
+    # The inline read models, upserted by every command.
     "account_read_model": ("SELECT", "INSERT", "UPDATE"),
+    "approval_read_model": ("SELECT", "INSERT", "UPDATE"),
     # Kept by the runner: a checkpoint moved ahead would make it skip events. The pages
     # and projection_status only read them.
     "account_daily_statement": READ,
@@ -73,15 +74,18 @@ APPLICATION = {
 }
 
 RUNNER = {
-    "events": READ,
-    # The stream skips the events the owner quarantined. verify_event_store runs as the owner.
-    "event_seal": NOTHING,
+    # The runner also writes Expired for approval requests past their time: a command like any
+    # other, appended signed (never UPDATE or DELETE), which loads the request first.
+    "events": APPLICATION["events"],
+    "events_id_seq": ("USAGE",),
+    "event_seal": READ,
     "event_quarantine": READ,
+    "snapshots": READ,
+    "approval_read_model": ("SELECT", "UPDATE"),
     "integrity_run": NOTHING,
     "integrity_finding": NOTHING,
     "projection_checkpoints": ("SELECT", "INSERT", "UPDATE"),
     "account_daily_statement": ("SELECT", "INSERT", "UPDATE"),
-    "snapshots": NOTHING,
     "command_log": NOTHING,
     "account_read_model": NOTHING,
     "auth_user": NOTHING,

@@ -125,6 +125,13 @@ class Unit:
         self._held[state.id] = (aggregate, snapshots.Loaded(state, None))
         return state
 
+    def now(self) -> datetime:
+        """The database's clock, read once the aggregates loaded so far were locked: the time the
+        command decides at (the events it records are dated no earlier)."""
+        if self._clock is None:
+            self._clock = db.clock()
+        return self._clock
+
     def record(self, state: S, events: Sequence[DomainEvent], metadata: dict[str, Any] | None = None) -> S:
         """Append `events` to the aggregate `state` is (as this unit holds it); return its state after them.
 

@@ -94,3 +94,21 @@ def event_types() -> set[str]:
 def aggregate_url(aggregate_type: str) -> str | None:
     known = aggregates.get(aggregate_type)
     return known.url_name if known else None
+
+
+@dataclass(frozen=True)
+class Chore:
+    """Periodic work an app asks the projection runner to do (expiring what is past its time, say)."""
+
+    name: str
+    run: Callable[[], int]  # returns how many things it did, for the runner's log
+    every_seconds: float
+
+
+chores: list[Chore] = []
+
+
+def register_chore(name: str, run: Callable[[], int], *, every_seconds: float) -> Chore:
+    chore = Chore(name, run, every_seconds)
+    chores.append(chore)
+    return chore

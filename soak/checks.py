@@ -25,6 +25,7 @@ class Log:
         self.transfers: dict[str, list] = defaultdict(list)  # transfer id -> [(event type, amount)]
         self.causes: dict[str, set] = defaultdict(set)  # idempotency key -> causation ids
         self.per_key: Counter = Counter()  # idempotency key -> events
+        self.approved: dict[str, set] = defaultdict(set)  # approval request id -> causation ids of what it ran
 
     def read(self):
         with transaction.atomic(), closing(stream(horizon=False)) as batches:
@@ -42,6 +43,8 @@ class Log:
         if event.aggregate_type != AGGREGATE_TYPE:
             return
         self.accounts.add(event.aggregate_id)
+        if "approval_request_id" in event.metadata:
+            self.approved[event.metadata["approval_request_id"]].add(event.metadata.get("causation_id"))
         if event.event_type in TRANSFERS:
             self.transfers[event.data["transfer_id"]].append((event.event_type, amount(event.event_type, event.data)))
         else:
@@ -96,6 +99,8 @@ def check(totals, outcomes) -> int:
         "an idempotency key stored at most one command", [key for key, causes in log.causes.items() if len(causes) > 1]
     )
 
+    invariant("an approved request ran once", [request for request, causes in log.approved.items() if len(causes) > 1])
+
     stored = log.per_key
     invariant("every command seen to succeed is in the log, once", [
         f"{name} {key}: {stored.get(key, 0)} events, expected {events}"
@@ -107,7 +112,7 @@ def check(totals, outcomes) -> int:
 
     width = max(len(name) for name in totals) if totals else 10
     print("\nsoak figures")
-    for name in ("attempted", "succeeded", "refused by rules", "retried after conflicts",
+    for name in ("attempted", "succeeded", "sent for approval", "refused by rules", "retried after conflicts",
                  "retried after a lost connection or cancelled statement", "connections killed",
                  "statements cancelled", "long transactions held"):  # fmt: skip
         print(f"  {name:<{width}}  {totals.get(name, 0):>10,}")

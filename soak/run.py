@@ -67,7 +67,9 @@ def _worker(conninfo, accounts, hot, seed, ready, stop, results):
     from django.db import DatabaseError, connections
 
     from accounts import services
+    from accounts.approvals import APPROVED, ApprovalPending
     from accounts.domain import DomainError
+    from eventstore.context import metadata_context
     from eventstore.store import ConcurrencyConflict
 
     rng, counts, outcomes = random.Random(seed), Counter(), {}
@@ -76,28 +78,43 @@ def _worker(conninfo, accounts, hot, seed, ready, stop, results):
     def pick():
         return rng.choice(accounts[:hot]) if rng.random() < 0.5 else rng.choice(accounts[hot:])
 
+    def until_answered(name, call, key, events):
+        """Run the call until it has a definite answer; the request it stored, if it waits for approval."""
+        while True:
+            try:
+                done = call(key)
+                if name == "approve":  # the request's event, and the account events if it ran
+                    events = 1 + (events if done.state == APPROVED else 0)
+                outcomes[key] = (name, "done", events)
+                counts["succeeded"] += 1
+                return None
+            except ApprovalPending as pending:
+                outcomes[key] = (name, "done", 1)  # the request's first event, and nothing else yet
+                counts["sent for approval"] += 1
+                return pending.request
+            except DomainError:
+                outcomes.setdefault(key, (name, "refused", 0))
+                counts["refused by rules"] += 1
+                return None
+            except ConcurrencyConflict:
+                counts["retried after conflicts"] += 1
+            except DatabaseError:
+                counts["retried after a lost connection or cancelled statement"] += 1
+                connections.close_all()
+                time.sleep(0.05)
+
     while not stop.is_set():
         name, call, events = _command(rng, services, pick)
         key = str(uuid.uuid4())
         repeats = 2 if rng.random() < 0.1 else 1  # a double submit
         for _ in range(repeats):
             counts["attempted"] += 1
-            while True:  # until a definite answer
-                try:
-                    call(key)
-                    outcomes[key] = (name, "done", events)
-                    counts["succeeded"] += 1
-                    break
-                except DomainError:
-                    outcomes.setdefault(key, (name, "refused", 0))
-                    counts["refused by rules"] += 1
-                    break
-                except ConcurrencyConflict:
-                    counts["retried after conflicts"] += 1
-                except DatabaseError:
-                    counts["retried after a lost connection or cancelled statement"] += 1
-                    connections.close_all()
-                    time.sleep(0.05)
+            request = until_answered(name, call, key, events)
+        if request is not None and rng.random() < 0.7:  # a second person approves most of them
+            counts["attempted"] += 1
+            with metadata_context(actor="soak-checker"):
+                until_answered("approve", lambda k, r=request.id: services.approve(request_id=r, idempotency_key=k),
+                               str(uuid.uuid4()), events)  # fmt: skip
     connections.close_all()
     results.put((counts, outcomes))
 

@@ -12,6 +12,10 @@ an `accounts.domain.BankAccount` in the same state, apart from its id:
     AccountFactory(with_history=5)              # stored: opened, then 5 commands (version 6)
     AccountFactory.build(with_history=4, frozen=True)   # version 6, frozen, nothing stored
     payer, payee = TransferPairFactory(amount=2_500)    # stored: two accounts and a transfer
+
+A command that waits for a second person (a close, an unfreeze, a large withdrawal or
+transfer) is made as the bank makes it: asked for by one member of staff and approved by
+another (`approved`).
 """
 
 import uuid
@@ -21,9 +25,26 @@ import factory
 from django.conf import settings
 
 from accounts import domain, services
-from accounts.domain import ACTIVE, CLOSED, FROZEN, BankAccount
+from accounts.approvals import ApprovalPending
+from accounts.domain import ACTIVE, CLOSED, FROZEN, WAIVED, BankAccount
+from eventstore import context
 
 PASSWORD = "correct horse battery staple"  # every UserFactory member of staff's
+
+
+def approved(command, *, maker="maker", checker="checker", **arguments):
+    """Run a service command; if it waits for a second person, approve it as `checker`.
+    Returns what the command returns once it has run (an account, or a transfer's two)."""
+    with context.metadata_context(actor=maker):
+        try:
+            return getattr(services, command)(**arguments)
+        except ApprovalPending as pending:
+            request = pending.request
+    with context.metadata_context(actor=checker):
+        done = services.approve(request_id=request.id)
+    assert done.state == "approved", done.outcome
+    states = [services.get_account(account_id) for account_id in request.account_ids]
+    return tuple(states) if command == "transfer" else states[0]
 
 
 class AccountFactory(factory.Factory):
@@ -73,7 +94,7 @@ class AccountFactory(factory.Factory):
     def _create(cls, model_class, *, owner, currency, initial_deposit, with_history, step, status):
         account = services.open_account(owner=owner, currency=currency, initial_deposit=initial_deposit)
         for command, arguments in cls.commands(initial_deposit, with_history, step, status):
-            account = getattr(services, command)(account_id=account.id, **arguments)
+            account = approved(command, account_id=account.id, **arguments)
         return account
 
     @classmethod
@@ -87,6 +108,8 @@ class AccountFactory(factory.Factory):
         for command, arguments in cls.commands(initial_deposit, with_history, step, status):
             if command in ("deposit", "withdraw"):
                 arguments = {**arguments, "ceiling": ceiling}
+            if command in ("withdraw", "close_account"):  # decided as approved (`create` approves them)
+                arguments = {**arguments, "four_eyes": WAIVED}
             decide = getattr(account, "close" if command == "close_account" else command)
             account = account.with_events(decide(**arguments))
         return account
@@ -121,14 +144,14 @@ class TransferPairFactory(factory.Factory):
 
     @classmethod
     def _create(cls, model_class, *, payer, payee, amount, reference):
-        return model_class(*services.transfer(
-            from_account_id=payer.id, to_account_id=payee.id, amount=amount, reference=reference
+        return model_class(*approved(
+            "transfer", from_account_id=payer.id, to_account_id=payee.id, amount=amount, reference=reference
         ))  # fmt: skip
 
     @classmethod
     def _build(cls, model_class, *, payer, payee, amount, reference):
         sent, received = domain.transfer(
-            payer, payee, transfer_id=uuid.uuid4(), amount=amount, reference=reference,
+            payer, payee, transfer_id=uuid.uuid4(), amount=amount, reference=reference, four_eyes=WAIVED,
             ceiling=settings.ACCOUNT_AMOUNT_CEILING,
         )  # fmt: skip
         return model_class(payer.with_events(sent), payee.with_events(received))

@@ -87,6 +87,7 @@ CHECKED = {
     "login", "logout",
     "accounts:dashboard", "accounts:list", "accounts:open", "accounts:detail", "accounts:command",
     "accounts:review",
+    "accounts:approvals", "accounts:approval", "accounts:approval_command",  # test_approval_pages.py
     "accounts:audit", "accounts:audit_csv", "accounts:statement_csv", "accounts:transactions_csv",
 }  # fmt: skip
 

@@ -10,6 +10,8 @@ from decimal import Decimal
 from django import template
 
 from accounts import domain
+from accounts.approvals import COMMAND_NAMES, EXPIRED, PENDING, REQUEST_TYPE
+from accounts.approvals import LABELS as REQUEST_LABELS
 from accounts.money import format_money
 
 register = template.Library()
@@ -52,7 +54,7 @@ _TOWARDS = {"TransferSent": "to", "TransferReceived": "from"}
 @register.filter
 def event_title(event):
     """The event as staff name it: "Transfer received from" (the page adds the counterparty's name)."""
-    title = domain.label(event.event_type)
+    title = REQUEST_LABELS.get(event.event_type) or domain.label(event.event_type)
     return f"{title} {_TOWARDS[event.event_type]}" if event.event_type in _TOWARDS else title
 
 
@@ -92,3 +94,24 @@ def pretty_json(value):
 @register.filter
 def get(mapping, key):
     return mapping.get(key) if hasattr(mapping, "get") else None
+
+
+@register.filter
+def shown_state(row, now):
+    """An approval request's state as staff see it: pending past its time reads as expired."""
+    if row.state == PENDING and row.expires_at <= now:
+        return EXPIRED
+    return row.state
+
+
+@register.filter
+def command_name(command):
+    """ "withdraw" -> "Withdrawal": a command that waits for approval, as staff name it."""
+    return COMMAND_NAMES.get(command, command)
+
+
+@register.inclusion_tag("accounts/_aggregate_cell.html")
+def aggregate_cell(event, accounts):
+    """The account an event belongs to, by owner and linked; or the approval request it belongs to."""
+    request = event.aggregate_type == REQUEST_TYPE
+    return {"event": event, "account": accounts.get(event.aggregate_id), "request": request}

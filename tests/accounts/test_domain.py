@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import accounts.domain as domain
-from accounts.domain import BankAccount, Deposited, Opened, TransferSent, event_from_data
+from accounts.domain import WAIVED, BankAccount, Deposited, Opened, TransferSent, event_from_data
 
 
 def test_domain_imports_nothing_from_django_or_the_database():
@@ -73,8 +73,41 @@ def test_bank_account_shows_the_seeds_fields_and_is_frozen_exactly_while_frozen(
     assert seed_face == {"id": account_id, "owner": "Alice", "balance": 1000, "is_frozen": False, "version": 1}
     frozen = account.with_events(account.freeze(reason="check"))
     assert (frozen.status, frozen.is_frozen) == ("frozen", True)
-    unfrozen = frozen.with_events(frozen.unfreeze(reason="cleared"))
+    unfrozen = frozen.with_events(frozen.unfreeze(reason="cleared", four_eyes=WAIVED))
     assert (unfrozen.status, unfrozen.is_frozen) == ("active", False)
-    emptied = unfrozen.with_events(unfrozen.withdraw(amount=1000, reason="leaving"))
-    closed = emptied.with_events(emptied.close(reason="leaving"))
+    emptied = unfrozen.with_events(unfrozen.withdraw(amount=1000, reason="leaving", four_eyes=WAIVED))
+    closed = emptied.with_events(emptied.close(reason="leaving", four_eyes=WAIVED))
     assert (closed.status, closed.is_frozen) == ("closed", False)
+
+
+@pytest.mark.parametrize(
+    "decide, waits",
+    [
+        (lambda a, eyes: a.withdraw(amount=99_999, reason="r", four_eyes=eyes), False),
+        (lambda a, eyes: a.withdraw(amount=100_000, reason="r", four_eyes=eyes), True),
+        (lambda a, eyes: domain.transfer(a, BankAccount.from_events(uuid.uuid4(), [(1, "Opened", {
+            "account_id": str(uuid.uuid4()), "owner": "B", "currency": "EUR", "initial_balance": 0})]),
+            transfer_id=uuid.uuid4(), amount=100_000, reference="r", four_eyes=eyes), True),
+        (lambda a, eyes: a.freeze(reason="r"), False),
+    ],
+)  # fmt: skip
+def test_four_eyes_holds_back_what_reaches_its_threshold_unless_waived(decide, waits):
+    opened = BankAccount.open(uuid.uuid4(), owner="A", currency="EUR", initial_deposit=100_000)
+    account = BankAccount(opened[0].account_id).with_events(opened)
+    if waits:
+        with pytest.raises(domain.NeedsApproval):
+            decide(account, domain.FourEyes(100_000))
+    else:
+        assert decide(account, domain.FourEyes(100_000))
+    assert decide(account, WAIVED)  # approved already, or the owner's bulk load: it never waits
+
+
+def test_closing_and_unfreezing_always_wait_unless_waived():
+    opened = BankAccount.open(uuid.uuid4(), owner="A", currency="EUR", initial_deposit=0)
+    account = BankAccount(opened[0].account_id).with_events(opened)
+    frozen = account.with_events(account.freeze(reason="check"))
+    for decide in (lambda eyes: account.close(reason="r", four_eyes=eyes),
+                   lambda eyes: frozen.unfreeze(reason="r", four_eyes=eyes)):  # fmt: skip
+        with pytest.raises(domain.NeedsApproval):
+            decide(domain.FourEyes(10**12))
+        assert decide(WAIVED)

@@ -11,7 +11,7 @@ from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
 from eventstore.store import EventStore
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, approved
 from tests.support import resign, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,9 +84,9 @@ def test_every_command_leaves_the_account_row_as_replay_makes_it_dated_by_its_ev
     services.deposit(account_id=account.id, amount=250, source="cash")
     services.transfer(from_account_id=account.id, to_account_id=other.id, amount=300, reference="rent")
     services.freeze(account_id=account.id, reason="check")
-    services.unfreeze(account_id=account.id, reason="checked")
+    approved("unfreeze", account_id=account.id, reason="checked")
     services.withdraw(account_id=account.id, amount=950, reason="cash")
-    services.close_account(account_id=account.id, reason="moved away")
+    approved("close_account", account_id=account.id, reason="moved away")
     for each in (account, other):
         replayed = services.get_account(each.id, from_events_only=True)
         history = store.load(each.id)
@@ -228,7 +228,7 @@ def test_a_days_turnover_past_bigint_never_stops_the_statements_projection(setti
     account = AccountFactory(initial_deposit=0)
     for _ in range(2):  # the balance stays small; the day's credits pass 2**63
         services.deposit(account_id=account.id, amount=big, source="wire")
-        services.withdraw(account_id=account.id, amount=big, reason="wire")
+        approved("withdraw", account_id=account.id, amount=big, reason="wire")
     catch_up_all()
     (day,) = DailyStatement.objects.filter(account_id=account.id)
     assert (day.credits, day.debits, day.closing_balance, day.event_count) == (2 * big, 2 * big, 0, 5)

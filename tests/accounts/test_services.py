@@ -23,7 +23,7 @@ from accounts.domain import (
 from accounts.models import Account
 from eventstore.context import metadata_context
 from eventstore.store import EventStore
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, approved
 
 pytestmark = pytest.mark.django_db
 store = EventStore()
@@ -57,8 +57,8 @@ def test_every_command_returns_the_state_after_it_and_the_read_model_follows():
     assert services.deposit(account_id=account_id, amount=1_000, source="cash").balance == 6_000
     assert services.withdraw(account_id=account_id, amount=6_000, reason="emptied").balance == 0
     assert services.freeze(account_id=account_id, reason="fraud check").status == "frozen"
-    assert services.unfreeze(account_id=account_id, reason="cleared").status == "active"
-    closed = services.close_account(account_id=account_id, reason="customer left")
+    assert approved("unfreeze", account_id=account_id, reason="cleared").status == "active"  # four eyes
+    closed = approved("close_account", account_id=account_id, reason="customer left")
     assert (closed.status, closed.version, closed.currency) == ("closed", 6, "GBP")
     row = Account.objects.get(account_id=account_id)
     assert (row.balance, row.status, row.version, row.currency) == (0, "closed", 6, "GBP")

@@ -11,7 +11,7 @@ import pytest
 from accounts import services
 from eventstore import context
 from eventstore.store import EventStore
-from tests.factories import AccountFactory, UserFactory
+from tests.factories import AccountFactory, UserFactory, approved
 from tests.support import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -159,7 +159,7 @@ def test_a_frozen_or_closed_account_says_since_when_by_whom_why_and_who_can_lift
     frozen, closed = AccountFactory(owner="Frozen Customer"), AccountFactory(owner="Closed Customer", initial_deposit=0)
     with context.metadata_context(actor="sam"):
         services.freeze(account_id=frozen.id, reason="suspected fraud")
-        services.close_account(account_id=closed.id, reason="customer moved abroad")
+    approved("close_account", account_id=closed.id, reason="customer moved abroad", checker="sam")
     log_in(page, "staff")
 
     page.goto(f"/accounts/{frozen.id}/")

@@ -122,9 +122,16 @@ def test_each_role_holds_exactly_its_list(app, runner):
     assert tables["auth_permission"] == tables["django_migrations"] == {"SELECT"}
     assert tables["event_seal"] == tables["event_quarantine"] == {"SELECT"}  # the owner's alone to write
     assert tables["integrity_run"] == tables["integrity_finding"] == {"SELECT"}
+    # The runner also appends Expired to approval requests past their time: as the application
+    # does (the same columns), never UPDATE or DELETE.
+    assert {column for table, column, name in held(runner) if (table, name) == ("events", "INSERT")} == inserts
     assert table_privileges(runner) == {
         "events": {"SELECT"},
+        "events_id_seq": {"USAGE"},
+        "event_seal": {"SELECT"},
         "event_quarantine": {"SELECT"},
+        "snapshots": {"SELECT"},
+        "approval_read_model": {"SELECT", "UPDATE"},
         "projection_checkpoints": {"SELECT", "INSERT", "UPDATE"},
         "account_daily_statement": {"SELECT", "INSERT", "UPDATE"},
     }
@@ -180,10 +187,13 @@ def test_the_app_role_cannot_cheat_history_keys_or_checkpoints(app, runner):
         assert "must be owner" in refused("ALTER TABLE events DISABLE TRIGGER ALL")
         assert "permission denied" in refused("SET session_replication_role = replica")
         set_role(runner)
+        assert "permission denied for table events" in refused("UPDATE events SET event_data = '{}'")
+        assert "permission denied for table events" in refused("DELETE FROM events")
         assert "permission denied for table events" in refused(
-            "INSERT INTO events (aggregate_id, aggregate_type, event_type, event_data, version, created_at)"
-            " VALUES (gen_random_uuid(), 'T', 'E', '{}', 1, now())"
+            "INSERT INTO events (id, aggregate_id, aggregate_type, event_type, event_data, version, created_at)"
+            " VALUES (1, gen_random_uuid(), 'T', 'E', '{}', 1, now())"
         )
+        assert "permission denied for table approval_read_model" in refused("DELETE FROM approval_read_model")
         assert "permission denied for table account_read_model" in refused("UPDATE account_read_model SET balance = 0")
         assert "permission denied for table command_log" in refused("SELECT * FROM command_log")
         assert "permission denied for table account_daily_statement" in refused("DELETE FROM account_daily_statement")

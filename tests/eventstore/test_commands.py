@@ -66,10 +66,11 @@ def test_an_explicit_causation_id_is_kept_and_otherwise_each_command_is_its_own_
     account = AccountFactory()
     with metadata_context(causation_id="admin:freeze"):
         services.freeze(account_id=account.id, reason="check")
-    services.unfreeze(account_id=account.id, reason="cleared")
-    frozen, unfrozen = store.load(account.id)[1:]
+    other = AccountFactory()
+    services.deposit(account_id=other.id, amount=5, source="cash")
+    frozen, deposited = store.load(account.id)[1], store.load(other.id)[1]
     assert frozen.metadata["causation_id"] == "admin:freeze"
-    assert uuid.UUID(unfrozen.metadata["causation_id"])
+    assert uuid.UUID(deposited.metadata["causation_id"])
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.bulk import write_histories
-from accounts.domain import BankAccount, DomainError
+from accounts.domain import WAIVED, BankAccount, DomainError
 from accounts.domain import transfer as decide_transfer
 from eventstore.context import system_actor
 
@@ -82,7 +82,7 @@ class Command(BaseCommand):
             other = rng.randrange(len(states))
             target = states[other]
             sent, received = decide_transfer(
-                account, target, transfer_id=uuid.uuid4(), amount=amount, reference="generated"
+                account, target, transfer_id=uuid.uuid4(), amount=amount, reference="generated", four_eyes=WAIVED
             )
             for position, events in ((index, sent), (other, received)):
                 states[position] = states[position].with_events(events)
@@ -91,10 +91,10 @@ class Command(BaseCommand):
         if roll < 0.6:
             new = account.deposit(amount=amount, source=rng.choice(SOURCES))
         elif roll < 0.98:
-            new = account.withdraw(amount=amount, reason=rng.choice(REASONS))
+            new = account.withdraw(amount=amount, reason=rng.choice(REASONS), four_eyes=WAIVED)
         else:
             new = (
-                account.unfreeze(reason="generated")
+                account.unfreeze(reason="generated", four_eyes=WAIVED)
                 if account.status == "frozen"
                 else account.freeze(reason="generated")
             )

@@ -20,7 +20,7 @@ from django.utils import timezone
 from faker import Faker
 
 from accounts.bulk import History, write_histories
-from accounts.domain import ACTIVE, FROZEN, BankAccount, DomainError, Event
+from accounts.domain import ACTIVE, FROZEN, WAIVED, BankAccount, DomainError, Event
 from accounts.domain import transfer as decide_transfer
 from accounts.models import Account
 from accounts.roles import ensure_roles
@@ -118,7 +118,12 @@ class DemoBank:
         elif roll < 0.45:
             self._record(account_id, account.deposit(amount=amount, source=self.rng.choice(SOURCES)), at, "teller")
         elif roll < 0.78:
-            self._record(account_id, account.withdraw(amount=amount, reason=self.rng.choice(REASONS)), at, "teller")
+            self._record(
+                account_id,
+                account.withdraw(amount=amount, reason=self.rng.choice(REASONS), four_eyes=WAIVED),
+                at,
+                "teller",
+            )
         else:
             others = [s for s in self.states.values() if s.currency == account.currency and s.id != account_id]
             if not others:
@@ -126,7 +131,7 @@ class DemoBank:
             target = self.rng.choice(others)
             reference, transfer_id = f"invoice {self.rng.randint(1000, 9999)}", uuid.UUID(int=self.rng.getrandbits(128))
             sent, received = decide_transfer(
-                account, target, transfer_id=transfer_id, amount=amount, reference=reference
+                account, target, transfer_id=transfer_id, amount=amount, reference=reference, four_eyes=WAIVED
             )
             correlation = str(uuid.UUID(int=self.rng.getrandbits(128)))
             self._record(account_id, sent, at, "teller", correlation)
@@ -141,11 +146,11 @@ class DemoBank:
                 events = account.freeze(reason=self.rng.choice(FREEZES))
             else:
                 emptied = (
-                    account.withdraw(amount=account.balance, reason="closing balance paid out")
+                    account.withdraw(amount=account.balance, reason="closing balance paid out", four_eyes=WAIVED)
                     if account.balance
                     else []
                 )
-                events = emptied + account.with_events(emptied).close(reason=self.rng.choice(CLOSES))
+                events = emptied + account.with_events(emptied).close(reason=self.rng.choice(CLOSES), four_eyes=WAIVED)
             self._record(account.id, events, at, "supervisor")
 
     @staticmethod

@@ -2,13 +2,14 @@
 
 import signal
 import sys
+import time
 from types import FrameType
 from typing import Any
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from eventstore import db, projections
+from eventstore import db, projections, registry
 from eventstore.context import metadata_context, system_actor
 
 STOPPED = 4  # exit status of --once when a projection stopped at an event it cannot apply
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         "has one runner at a time, held by a PostgreSQL advisory lock: a second runner waits. "
         "A projection that reaches an event it cannot apply stops there, says so in one line on "
         "stderr and is released; the others go on (--once then exits 4). "
+        "The runner holding projections also does the apps' periodic chores (expiring approval requests). "
         "Stops cleanly on SIGINT or SIGTERM, after the batch in hand."
     )
 
@@ -52,6 +54,7 @@ class Command(BaseCommand):
         owned: list[projections.Projection] = []
         told: set[str] = set()
         stopped: list[projections.Projection] = []
+        chores_due = {chore.name: 0.0 for chore in registry.chores}
         listener = psycopg.connect(**db.conninfo(), autocommit=True)
         try:
             listener.execute("LISTEN events_appended")
@@ -75,6 +78,8 @@ class Command(BaseCommand):
                         projections.unlock_runner(projection.name)
                         stopped.append(projection)
                         self.stderr.write(str(stop))
+                if owned:  # the active runner; one waiting to take over does none
+                    self._chores(chores_due)
                 if once:
                     if stopped:
                         sys.exit(STOPPED)  # its line said why: a CommandError would say it twice
@@ -88,6 +93,15 @@ class Command(BaseCommand):
                 projections.unlock_runner(projection.name)
             listener.close()
         self.stdout.write("stopped")
+
+    def _chores(self, due: dict[str, float]) -> None:
+        for chore in registry.chores:
+            if time.monotonic() < due[chore.name]:
+                continue
+            due[chore.name] = time.monotonic() + chore.every_seconds
+            done = chore.run()
+            if done:
+                self.stdout.write(f"{chore.name}: {done}")
 
     def _catch_up(self, projection: projections.Projection, batch: int) -> None:
         applied = batch
