@@ -5,9 +5,11 @@ and the domain's helpers, as every other reader of the log reads them.
 """
 
 import json
+import uuid
 from decimal import Decimal
 
 from django import template
+from django.urls import reverse
 
 from accounts import domain
 from accounts.approvals import COMMAND_NAMES, EXPIRED, PENDING, REQUEST_TYPE
@@ -115,3 +117,13 @@ def aggregate_cell(event, accounts):
     """The account an event belongs to, by owner and linked; or the approval request it belongs to."""
     request = event.aggregate_type == REQUEST_TYPE
     return {"event": event, "account": accounts.get(event.aggregate_id), "request": request}
+
+
+@register.filter
+def approval_url(event):
+    """The page of the approval request an event carried out, or "" (metadata is not trusted to be a UUID)."""
+    request_id = (event.metadata or {}).get("approval_request_id")
+    try:
+        return reverse("accounts:approval", args=[uuid.UUID(str(request_id))]) if request_id else ""
+    except ValueError:
+        return ""

@@ -72,6 +72,11 @@ def test_another_supervisor_sees_what_will_happen_and_approves():
     assert services.get_account(account.id).balance == 3_000_000
     last = EventStore().load(account.id)[-1]
     assert (last.metadata["maker"], last.metadata["checker"]) == ("tina", "sam")
+    trail = sam.get(reverse("accounts:detail", args=[account.id]), follow=True).content.decode()
+    assert (
+        f'<a href="{reverse("accounts:approval", args=[request.request_id])}" class="muted">approved; asked by tina'
+        in trail
+    )
     assert Approval.objects.get().state == APPROVED
 
 

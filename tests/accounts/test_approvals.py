@@ -1,8 +1,10 @@
 """Four eyes: large withdrawals and transfers, every close and every unfreeze wait for a second person."""
 
+import io
 import threading
 
 import pytest
+from django.core.management import call_command
 
 from accounts import services
 from accounts.approvals import (
@@ -215,3 +217,25 @@ def test_a_request_past_its_time_cannot_be_approved_and_expire_requests_writes_i
     assert services.get_request(request.id).state == EXPIRED
     assert Approval.objects.get(request_id=request.id).state == EXPIRED
     assert services.get_account(account.id).balance == 5_000_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_runner_and_expire_requests_write_expired_and_the_read_model_rebuilds_and_verifies(settings):
+    settings.APPROVAL_EXPIRES_AFTER_HOURS = 0
+    account = AccountFactory(initial_deposit=5_000_000)
+    with as_staff("tina"):
+        waited = asked(lambda: services.withdraw(account_id=account.id, amount=LARGE, reason="car"))
+        approved = asked(lambda: services.close_account(account_id=AccountFactory(initial_deposit=0).id, reason="r"))
+    out = io.StringIO()
+    call_command("run_projections", "--once", stdout=out)
+    assert "expired approval requests: 2" in out.getvalue()
+    assert services.get_request(waited.id).state == services.get_request(approved.id).state == EXPIRED
+    out = io.StringIO()
+    call_command("expire_requests", stdout=out)
+    assert "0 requests expired" in out.getvalue()
+    out = io.StringIO()
+    call_command("verify_projections", "approvals", stdout=out)
+    assert "approvals: ok" in out.getvalue()
+    Approval.objects.filter(request_id=waited.id).update(state=PENDING)  # drift, as the owner could make
+    call_command("rebuild_projections", "approvals", stdout=io.StringIO(), stderr=io.StringIO())
+    assert Approval.objects.get(request_id=waited.id).state == EXPIRED
