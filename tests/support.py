@@ -270,13 +270,6 @@ def page_on(browser, live_server):
         connections.close_all()
 
 
-@contextmanager
-def chromium_page(live_server, monkeypatch, *, back_forward_cache: bool = False):
-    """A Chromium of its own with one page on the live test server (`chromium`, `page_on`)."""
-    with chromium(monkeypatch, back_forward_cache=back_forward_cache) as browser, page_on(browser, live_server) as page:
-        yield page
-
-
 def log_in(page, username):
     """Log a UserFactory member of staff in through the login page."""
     page.goto("/login/")

@@ -12,15 +12,23 @@ from accounts import services
 from accounts.models import Account
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory
-from tests.support import chromium_page, log_in
+from tests.support import chromium, log_in, page_on
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture(params=["back-forward cache on", "back-forward cache off"])
-def browser_page(request, live_server, monkeypatch):
+@pytest.fixture(scope="module", params=["back-forward cache on", "back-forward cache off"])
+def cache_and_browser(request):
+    """A Chromium with its back-forward cache on, and one with it off, each started once for the module."""
     cache_on = request.param == "back-forward cache on"
-    with chromium_page(live_server, monkeypatch, back_forward_cache=cache_on) as page:
+    with pytest.MonkeyPatch.context() as monkeypatch, chromium(monkeypatch, back_forward_cache=cache_on) as browser:
+        yield cache_on, browser
+
+
+@pytest.fixture
+def browser_page(cache_and_browser, live_server):
+    cache_on, browser = cache_and_browser
+    with page_on(browser, live_server) as page:
         yield page, cache_on
 
 
