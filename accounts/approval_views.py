@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors, services
-from accounts.approvals import APPROVED, COMMAND_NAMES, FAILED, PENDING, ApprovalRequest
+from accounts.approvals import APPROVED, COMMAND_NAMES, FAILED, PENDING, UnreadableRequest
 from accounts.command_pages import linked, refusal
 from accounts.domain import DomainError
 from accounts.forms import ApprovalFilterForm, CommandForm, DecisionForm, RequestReasonForm
@@ -53,20 +53,15 @@ def approval_list(request):
     })  # fmt: skip
 
 
-def _the_request(request_id: uuid.UUID) -> ApprovalRequest:
-    try:
-        found = services.get_request(request_id)
-    except DomainError:
-        found = None
-    if found is None:
-        raise Http404("No such approval request.")
-    return found
-
-
 @require_GET
 @staff_permission("accounts.view_approval")
 def approval_detail(request, request_id):
-    approval = _the_request(request_id)
+    try:
+        approval = services.get_request(request_id)
+    except UnreadableRequest as problem:  # a row the application did not sign: shown, never acted on
+        return render(request, "accounts/approval_held.html", {"problem": problem})
+    if approval is None:
+        raise Http404("No such approval request.")
     now, me = timezone.now(), request.user.get_username()
     state = approval.state_at(now)
     effect, would_fail = [], None

@@ -121,8 +121,11 @@ def get_account(
     return account if account.exists else None
 
 
-def _on_hold(hold: IntegrityHold) -> AccountOnHold:
-    """The hold, naming the account by its owner as the history before the bad version gives it."""
+def _on_hold(hold: IntegrityHold) -> AccountOnHold | UnreadableRequest:
+    """The hold, naming the account by its owner as the history before the bad version gives it
+    (or the approval request, when the history that failed is a request's)."""
+    if Approval.objects.filter(request_id=hold.aggregate_id).exists():
+        return UnreadableRequest(hold.aggregate_id, hold.version, hold.reason)
     before = None
     if hold.version > 1:
         try:

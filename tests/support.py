@@ -270,6 +270,22 @@ def page_on(browser, live_server):
         connections.close_all()
 
 
+WIDTHS = (390, 1024, 1366, 1920)  # a phone, a laptop, a desk, a wide screen
+
+
+def at_every_width(page, shot, name, check=None):
+    """The page as it stands, resized to each width (no second request): a screenshot of each, no
+    sideways scrolling at any, and `check(width)` for anything more."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 900})
+        shot(page, f"{name}-{width}")
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, f"{name} at {width} px is {wide} px wide"
+        if check:
+            check(width)
+    page.set_viewport_size({"width": 1366, "height": 900})
+
+
 def log_in(page, username):
     """Log a UserFactory member of staff in through the login page."""
     page.goto("/login/")

@@ -192,3 +192,15 @@ def test_the_admin_shows_requests_read_only_and_an_unfreeze_from_it_waits_for_ap
     change = admin.get(reverse("admin:accounts_approval_change", args=[request.request_id])).content.decode()
     assert 'name="_save"' not in change and "Approve" not in change  # nothing to change, nothing to decide
     assert admin.post(reverse("admin:accounts_approval_change", args=[request.request_id]), {}).status_code == 403
+
+
+def test_a_request_with_a_row_the_application_did_not_sign_is_shown_on_hold_and_cannot_be_approved(tamper):
+    account = AccountFactory(initial_deposit=5_000_000)
+    ask_to_withdraw(logged_in("tina", "teller"), account)
+    request = Approval.objects.get()
+    tamper(request.request_id, "Approved", {"checker": "mallory"}, aggregate_type="ApprovalRequest", signed=False)
+    sam = logged_in("sam", "supervisor")
+    page = sam.get(reverse("accounts:approval", args=[request.request_id]))
+    assert page.status_code == 200 and "Integrity warning" in text(page) and "it is not signed" in text(page)
+    assert "Approve refused" in text(decide(sam, request.request_id, "approve"))
+    assert services.get_account(account.id).balance == 5_000_000

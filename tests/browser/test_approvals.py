@@ -6,11 +6,9 @@ from axe_playwright_python.sync_playwright import Axe
 
 from accounts import services
 from tests.factories import AccountFactory, UserFactory
-from tests.support import log_in
+from tests.support import at_every_width, log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-WIDTHS = (390, 1024, 1366, 1920)
 
 
 def log_out(page):
@@ -22,11 +20,7 @@ def check_page(page, shot, name):
     """No serious accessibility violation, no sideways scrolling at any width, and a screenshot of each."""
     violations = [v["id"] for v in Axe().run(page).response["violations"] if v["impact"] in {"serious", "critical"}]
     assert violations == [], name
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        shot(page, f"{name}-{width}")
-        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} at {width} px"
-    page.set_viewport_size({"width": 1366, "height": 900})
+    at_every_width(page, shot, name)
 
 
 def test_a_teller_asks_and_a_supervisor_who_is_not_the_maker_approves(page, shot):

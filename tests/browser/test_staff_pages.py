@@ -12,23 +12,13 @@ from accounts import services
 from eventstore import context
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory, approved
-from tests.support import log_in
+from tests.support import at_every_width, log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROLES = ["teller", "supervisor", "auditor"]
 CHANGERS = ["teller", "supervisor"]
-WIDTHS = (390, 1024, 1366, 1920)
 MINUS = "\u2212"
-
-
-def at_every_width(page, shot, name):
-    """A screenshot of the page as it is, at each width; none scrolls the page sideways."""
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 900})
-        shot(page, f"{name}-{width}")
-        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} at {width} px"
-    page.set_viewport_size({"width": 1366, "height": 900})
 
 
 def a_transfer_between(payer_owner, payee_owner, *, actor="sam"):
