@@ -299,7 +299,9 @@ class Statement:
     applied_at: datetime | None  # when the statement projection last applied events
 
 
-MONTH_EVENTS_SHOWN = 100
+# The statement card lists the month's first transactions; its CSV and the audit trail have them all.
+# Fifty keep the account page light (each line is a row the template renders).
+MONTH_EVENTS_SHOWN = 50
 
 
 def month_events(account_id: uuid.UUID, month: date, *, up_to_version: int) -> Page[Event]:

@@ -12,6 +12,8 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts import services
+from accounts.approvals import ApprovalPending
+from eventstore.context import metadata_context
 from eventstore.models import ProjectionCheckpoint
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory
@@ -266,6 +268,27 @@ def test_the_app_role_works_the_bank(app):
     finally:
         set_role(None)
     assert len(EventStore().load(account.id)) == 3
+
+
+def test_four_eyes_works_as_the_app_role_and_the_runner_role_writes_expired(app, runner, settings):
+    account = AccountFactory(initial_deposit=5_000_000)
+    grant(app, "--create")
+    grant(runner, "--runner", "--create")
+    set_role(app)
+    try:
+        with metadata_context(actor="tina"), pytest.raises(ApprovalPending) as pending:
+            services.withdraw(account_id=account.id, amount=1_000_000, reason="car")
+        with metadata_context(actor="sam"):
+            assert services.approve(request_id=pending.value.request.id).state == "approved"
+        settings.APPROVAL_EXPIRES_AFTER_HOURS = 0
+        with metadata_context(actor="tina"), pytest.raises(ApprovalPending) as late:
+            services.close_account(account_id=AccountFactory(initial_deposit=0).id, reason="moved")
+        set_role(runner)
+        assert services.expire_requests() == 1
+    finally:
+        set_role(None)
+    assert services.get_account(account.id).balance == 4_000_000
+    assert services.get_request(late.value.request.id).state == "expired"
 
 
 def test_the_command_refuses_a_missing_superuser_or_owning_role(app):
