@@ -19,8 +19,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from accounts import domain, services
-from accounts.domain import WAIVED, AccountName, BankAccount, decimals
+from accounts.domain import WAIVED, AccountName, BankAccount
 from accounts.forms import DepositForm, ReasonForm, TransferForm, WithdrawForm
+from accounts.money import threshold
 
 Parts = Iterable[str | AccountName]
 
@@ -115,8 +116,7 @@ OFFERED = {
 
 def review_from(currency: str) -> int:
     """The amount (minor units) from which a deposit or withdrawal in `currency` is reviewed first."""
-    major: int = settings.REVIEW_AT.get(currency, settings.REVIEW_AT_OTHERS)
-    return major * 10 ** decimals(currency)
+    return threshold(settings.REVIEW_AT, settings.REVIEW_AT_OTHERS, currency)
 
 
 def needs_review(command: Command, account: BankAccount, data: dict[str, Any]) -> bool:

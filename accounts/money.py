@@ -70,6 +70,12 @@ def to_minor_units(text: str, currency: str, *, ceiling: int, allow_zero: bool =
     return minor
 
 
+def threshold(per_currency: dict[str, int], others: int, currency: str) -> int:
+    """A per-currency threshold of the settings (major units, like REVIEW_AT and APPROVAL_AT) in minor units."""
+    scale: int = 10 ** decimals(currency)
+    return per_currency.get(currency, others) * scale
+
+
 def to_decimal_string(minor: int | Decimal, currency: str) -> str:
     """1250, 'EUR' -> '12.50': plain, for spreadsheets and exports.
 

@@ -45,10 +45,10 @@ from accounts.domain import (
     NeedsApproval,
     UnreadableEvent,
     check_account_id,
-    decimals,
 )
 from accounts.domain import transfer as decide_transfer
 from accounts.models import Approval
+from accounts.money import threshold
 from eventstore import commands, context, snapshots
 from eventstore.commands import Busy, IdempotencyKeyReused, InvalidIdempotencyKey, Unit
 
@@ -303,9 +303,7 @@ _LOGGED = {
 
 def approval_from(currency: str) -> int:
     """The amount (minor units) from which a withdrawal or a transfer in `currency` needs a second person."""
-    major: int = settings.APPROVAL_AT.get(currency, settings.APPROVAL_AT_OTHERS)
-    scale: int = 10 ** decimals(currency)
-    return major * scale
+    return threshold(settings.APPROVAL_AT, settings.APPROVAL_AT_OTHERS, currency)
 
 
 def _actor() -> str:
