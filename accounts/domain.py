@@ -188,9 +188,16 @@ class Event:
         return type(self).__name__
 
     def to_data(self) -> dict[str, Any]:
-        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(field.name for field in dataclasses.fields(self))
+        data = {name: getattr(self, name) for name in names}
         data["schema_version"] = self.schema
         return data
+
+
+# Each event class's payload fields, looked up once: every command and every generated event asks.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import Max, Min
 
 from accounts import services
 from accounts.domain import DomainError
@@ -16,6 +17,7 @@ from accounts.models import Account, DailyStatement
 from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
+from eventstore.models import Event
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
 from tests.support import manage, run_threads, wait_for
@@ -185,18 +187,30 @@ def test_status_snapshots_and_replay_commands():
         call_command("take_snapshots")
 
 
-def test_generated_histories_are_valid_and_projected():
-    out = io.StringIO()
+def test_generated_histories_are_valid_projected_named_like_people_and_spread_over_the_days():
+    out, started = io.StringIO(), datetime.datetime.now(datetime.UTC)
     call_command("generate_events", "--accounts", "20", "--events", "600", "--seed", "7", "--days", "5", stdout=out)
     assert "wrote" in out.getvalue()
     call_command("verify_event_store", stdout=io.StringIO())
     assert projections.verify(account_projection) == []
-    generated = Account.objects.filter(owner__startswith="Generated ")
-    assert generated.count() == 20 and all(a.balance >= 0 for a in generated)
+    generated = list(Account.objects.all())
+    assert len(generated) == 20 and all(a.balance >= 0 for a in generated)
     for account in generated[:5]:
         assert services.get_account(account.account_id).balance == account.balance
+    owners = {account.owner for account in generated}
+    assert len(owners) == 20 and all(" " in owner for owner in owners)  # a first name and a last name, each its own
+    moments = Event.objects.aggregate(first=Min("created_at"), last=Max("created_at"))
+    assert started - datetime.timedelta(days=5) <= moments["first"] < started - datetime.timedelta(days=4)
+    assert moments["last"] > started - datetime.timedelta(days=1)
     with pytest.raises(CommandError):
         call_command("generate_events", "--accounts", "5", "--events", "2")
+
+
+def test_generated_owners_come_from_several_countries_accents_included():
+    call_command("generate_events", "--accounts", "200", "--events", "200", "--seed", "3", stdout=io.StringIO())
+    owners = list(Account.objects.values_list("owner", flat=True))
+    assert any(not owner.isascii() for owner in owners)
+    assert len(set(owners)) > 190
 
 
 @pytest.mark.parametrize(

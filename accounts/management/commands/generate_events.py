@@ -2,18 +2,25 @@
 
 Every history is one the services could have written: each command is decided
 by accounts.domain against the account's state (refusals are skipped), then
-accounts.bulk writes the events with COPY, a chunk of accounts per transaction,
-and applies the inline account read model to them in that same transaction.
+accounts.bulk writes the events with COPY, signed, a chunk of accounts per
+transaction, and applies the inline account read model to them in that same
+transaction. Owners get realistic names from several countries (Faker), and each
+chunk's histories are spread over the last --days days (two years by default).
+The asynchronous read models catch up afterwards (run_projections, or
+rebuild_projections --all after a large load).
 """
 
 import datetime
 import itertools
 import random
+import sys
 import uuid
 
 from django.core.management.base import BaseCommand, CommandError
+from faker import Faker
+from tqdm import tqdm
 
-from accounts.bulk import write_histories
+from accounts.bulk import LOCALES, write_histories
 from accounts.domain import WAIVED, BankAccount, DomainError
 from accounts.domain import transfer as decide_transfer
 from eventstore.context import system_actor
@@ -32,7 +39,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--events", type=int, required=True, help="About how many events in all (at least one per account)."
         )
-        parser.add_argument("--days", type=int, default=30, help="Spread the events over this many past days.")
+        parser.add_argument("--days", type=int, default=730, help="Spread the events over this many past days.")
         parser.add_argument("--chunk", type=int, default=1000, help="Accounts per transaction.")
         parser.add_argument("--seed", type=int, default=None, help="Random seed, for a repeatable history.")
 
@@ -40,13 +47,21 @@ class Command(BaseCommand):
         if accounts < 1 or events < accounts or days < 1 or chunk < 1:
             raise CommandError("need --accounts >= 1, --events >= --accounts, --days >= 1 and --chunk >= 1.")
         rng = random.Random(seed)
+        self.fake = Faker(LOCALES)
+        self.fake.seed_instance(seed)
         written = 0
-        for start in range(0, accounts, chunk):
-            size = min(chunk, accounts - start)
-            share = events * size // accounts
-            written += self._chunk(rng, size, share, days)
-            self.stdout.write(f"{start + size} accounts, {written} events")
-        self.stdout.write(self.style.SUCCESS(f"wrote {written} events for {accounts} accounts"))
+        with tqdm(total=events, unit=" events", unit_scale=True, file=sys.stderr, desc="generate_events") as bar:
+            for start in range(0, accounts, chunk):
+                size = min(chunk, accounts - start)
+                share = events * size // accounts
+                done = self._chunk(rng, size, share, days)
+                written += done
+                bar.total = max(events, written)  # a transfer's two events may pass the goal by one
+                bar.set_postfix(accounts=f"{start + size:,}", refresh=False)
+                bar.update(done)
+        self.stdout.write(
+            self.style.SUCCESS(f"wrote {written:,} events for {accounts:,} account{'s' if accounts > 1 else ''}")
+        )
 
     def _chunk(self, rng, size, events, days) -> int:
         now = datetime.datetime.now(datetime.UTC)
@@ -57,7 +72,7 @@ class Command(BaseCommand):
         states, history = [], {}
         for _ in range(size):
             account_id = uuid.uuid4()
-            opened = BankAccount.open(account_id, owner=f"Generated {str(account_id)[:8]}", currency="EUR",
+            opened = BankAccount.open(account_id, owner=self.fake.name(), currency="EUR",
                                       initial_deposit=rng.choice([0, 10_000, 50_000]))  # fmt: skip
             states.append(BankAccount(account_id).with_events(opened))
             history[account_id] = [(opened[0], next(clock))]

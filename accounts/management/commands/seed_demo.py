@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from faker import Faker
 
-from accounts.bulk import History, write_histories
+from accounts.bulk import LOCALES, History, write_histories
 from accounts.domain import ACTIVE, FROZEN, WAIVED, BankAccount, DomainError, Event
 from accounts.domain import transfer as decide_transfer
 from accounts.models import Account
@@ -35,7 +35,7 @@ REASONS = ["ATM", "card purchase", "rent", "utilities", "cash withdrawal"]
 FREEZES = ["suspected card fraud, ticket 4411", "court order 2026/118", "identity documents expired",
            "unusual transfers reported by the customer"]  # fmt: skip
 CLOSES = ["customer moved abroad", "customer's request", "estate settled", "duplicate account"]
-LOCALES = ["en_GB", "fr_FR", "de_DE", "es_ES", "pt_BR", "sv_SE", "pl_PL", "it_IT"]
+
 DAYS = 90
 NAMESPACE = uuid.UUID("5eed0000-2026-4000-8000-000000000000")  # demo account ids: uuid5 of the seed and a number
 
