@@ -75,6 +75,43 @@ class DailyStatement(models.Model):
         return f"{self.account_id} on {self.day}"
 
 
+class BankTotal(models.Model):
+    """Accounts and money per currency and status, for the dashboard: kept by an asynchronous projection,
+    so that the dashboard reads a handful of rows however large the bank, and no command waits on them."""
+
+    pk = models.CompositePrimaryKey("currency", "status")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=[(s, s.title()) for s in STATUSES])
+    accounts = models.BigIntegerField()
+    # The sum of every balance of a currency: numeric, so that no bank is too rich for it.
+    balance = models.DecimalField(max_digits=30, decimal_places=0, help_text="In minor units of the currency.")
+
+    class Meta:
+        db_table = "bank_totals"
+        ordering = ["currency", "status"]
+        default_permissions = ()  # read by the dashboard, which every role may see
+
+    def __str__(self):
+        return f"{self.currency} {self.status}: {self.accounts} accounts"
+
+
+class TotalsAccount(models.Model):
+    """What the totals projection knows of each account: enough to move it from one total to another."""
+
+    account_id = models.UUIDField(primary_key=True)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10)
+    balance = models.BigIntegerField()
+    version = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "bank_totals_account"
+        default_permissions = ()
+
+    def __str__(self):
+        return f"{self.account_id} ({self.currency}, {self.status})"
+
+
 class Approval(models.Model):
     """One row per approval request (accounts.approvals): the approvals queue and the account pages read it."""
 

@@ -8,6 +8,8 @@
 * `daily_statements` (asynchronous): per account and day, opening balance,
   credits, debits, closing balance and number of events; applied after commit
   by `manage.py run_projections`.
+* `bank_totals` (asynchronous): accounts and money per currency and status, for
+  the dashboard, with what it knows of each account to move it between totals.
 
 Each has one `apply`, which commands, catch-up, rebuild and verify all run, and
 each reads payloads through the domain's helpers (amount, money_effect, status_after).
@@ -24,7 +26,7 @@ from typing import Any
 from psycopg import sql
 
 from accounts.approvals import PENDING, REQUEST_TYPE, ApprovalRequest
-from accounts.domain import AGGREGATE_TYPE, BankAccount, money_effect, status_after
+from accounts.domain import ACTIVE, AGGREGATE_TYPE, BankAccount, money_effect, status_after
 from eventstore import db
 from eventstore.projections import Projection, register
 from eventstore.store import RecordedEvent, StoredEvent
@@ -165,6 +167,69 @@ def _add(row: list[Any], event: EventRecord) -> None:
     row[7] += 1
 
 
+class TotalsProjection(Projection):
+    """The dashboard's figures. Asynchronous, so that its few rows are written by the runner alone:
+    were commands to update them, every command of the bank would queue on the same rows."""
+
+    name = "bank_totals"
+    tables = ("bank_totals", "bank_totals_account")
+    aggregate_types = frozenset({AGGREGATE_TYPE})
+    description = "accounts and money per currency and status, for the dashboard (asynchronous)"
+
+    _KNOWN = "SELECT account_id, currency, status, balance, version FROM {} WHERE account_id = ANY(%s)"
+    _ACCOUNTS = (
+        "INSERT INTO {table} (account_id, currency, status, balance, version) VALUES {rows} "
+        "ON CONFLICT (account_id) DO UPDATE SET "
+        "status = EXCLUDED.status, balance = EXCLUDED.balance, version = EXCLUDED.version"
+    )
+    _TOTALS = (
+        "INSERT INTO {table} AS total (currency, status, accounts, balance) VALUES {rows} "
+        "ON CONFLICT (currency, status) DO UPDATE SET "
+        "accounts = total.accounts + EXCLUDED.accounts, balance = total.balance + EXCLUDED.balance"
+    )
+    # A total no account is in any more goes: the rows are then the same however the events were batched.
+    _EMPTIED = "DELETE FROM {} WHERE accounts = 0"
+
+    def apply(self, events: Sequence[EventRecord], tables: dict[str, str]) -> None:
+        grouped = _by_aggregate(events)
+        known_sql = sql.SQL(self._KNOWN).format(sql.Identifier(tables["bank_totals_account"]))
+        known = {
+            row[0]: tuple(row[1:]) for row in db.fetchall(known_sql.as_string(db.wrapper().connection), [list(grouped)])
+        }
+        accounts: list[tuple[Any, ...]] = []
+        moved: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # (currency, status): [accounts, money]
+        for account_id, account_events in grouped.items():
+            before = known.get(account_id)
+            if before is None and account_events[0].version != 1:
+                continue  # never opened as far as replay knows (its Opened set aside): no account to count
+            currency, status, balance, version = before or ("", ACTIVE, 0, 0)
+            for event in account_events:
+                if event.version <= version:
+                    continue  # already counted
+                if event.event_type == "Opened":
+                    if version:
+                        raise ValueError(f"an account opens only once, at version 1, not at version {event.version}")
+                    currency = event.data["currency"]
+                balance += money_effect(event.event_type, event.data)
+                status = status_after(event.event_type) or status
+                version = event.version
+            if before is not None:
+                moved[before[0], before[1]][0] -= 1
+                moved[before[0], before[1]][1] -= before[2]
+            moved[currency, status][0] += 1
+            moved[currency, status][1] += balance
+            accounts.append((account_id, currency, status, balance, version))
+        if accounts:
+            statement = _statement(self._ACCOUNTS, tables["bank_totals_account"], len(accounts), "(%s, %s, %s, %s, %s)")
+            db.write(statement, [value for row in accounts for value in row])
+        totals = [(currency, status, n, money) for (currency, status), (n, money) in moved.items() if n or money]
+        if totals:
+            statement = _statement(self._TOTALS, tables["bank_totals"], len(totals), "(%s, %s, %s, %s)")
+            db.write(statement, [value for row in totals for value in row])
+            emptied = sql.SQL(self._EMPTIED).format(sql.Identifier(tables["bank_totals"]))
+            db.write(emptied.as_string(db.wrapper().connection))
+
+
 # A request's first event makes its row; the one event that ends it sets how (no read needed).
 _ASKED = (
     "INSERT INTO {table} (request_id, command, account_id, recipient_id, amount, currency, maker, checker, state, "
@@ -221,3 +286,4 @@ def _decided_only(request_id: uuid.UUID, version: int) -> ApprovalRequest:
 accounts = register(AccountProjection())
 approvals = register(ApprovalProjection())
 daily_statements = register(DailyStatementProjection())
+bank_totals = register(TotalsProjection())

@@ -13,17 +13,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from django.contrib.auth.models import Group, User
-from django.db.models import Case, Count, Func, Q, QuerySet, Sum, TextField, Value, When
+from django.db.models import Case, Count, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.functions import Cast
 
 from accounts.approvals import EXPIRED, PENDING
-from accounts.domain import ACTIVE, CLOSED, BankAccount, counterparty, money_effect
-from accounts.models import Account, Approval, DailyStatement
+from accounts.domain import ACTIVE, CLOSED, FROZEN, STATUSES, BankAccount, counterparty, money_effect
+from accounts.models import Account, Approval, BankTotal, DailyStatement
 from eventstore.models import Event, IntegrityFinding, IntegrityRun, ProjectionCheckpoint, QuarantinedEvent
-from eventstore.store import EventStore
+from eventstore.projections import position_of
+from eventstore.store import START, EventStore, backlog
 
 PAGE_SIZE = 25
 CHART_EVENTS = 200
@@ -72,16 +73,41 @@ def integrity_status(*, shown: int = 10) -> IntegrityStatus:
     return IntegrityStatus(run, held, list(IntegrityFinding.objects.filter(run=run).order_by("id")[:shown]))
 
 
-def status_counts() -> dict[str, int]:
-    return dict(Account.objects.order_by().values_list("status").annotate(n=Count("account_id")))
+@dataclass
+class CurrencyTotal:
+    currency: str
+    accounts: int
+    balance: Decimal  # every account's balance, in minor units
+    frozen: Decimal  # of which in frozen accounts
 
 
-def totals_by_currency() -> list[dict[str, Any]]:
-    return list(
-        Account.objects.order_by("currency")
-        .values("currency")
-        .annotate(total=Sum("balance"), accounts=Count("account_id"))
-    )
+@dataclass
+class BankFigures:
+    """The dashboard's figures, from the totals projection: a handful of rows, however large the bank."""
+
+    counts: dict[str, int]  # accounts per status, every status named
+    currencies: list[CurrencyTotal]
+    behind: int  # events not counted yet (the runner catches up), at most FIGURES_BEHIND_COUNTED + 1
+    since: datetime | None  # when the oldest of them was written
+
+
+FIGURES_BEHIND_COUNTED = 1000  # past this, the dashboard says "more than"
+
+
+def bank_figures() -> BankFigures:
+    counts = dict.fromkeys(STATUSES, 0)
+    currencies: dict[str, CurrencyTotal] = {}
+    for row in BankTotal.objects.order_by("currency", "status"):
+        counts[row.status] = counts.get(row.status, 0) + row.accounts
+        total = currencies.setdefault(row.currency, CurrencyTotal(row.currency, 0, Decimal(0), Decimal(0)))
+        total.accounts += row.accounts
+        total.balance += row.balance
+        if row.status == FROZEN:
+            total.frozen += row.balance
+    checkpoint = ProjectionCheckpoint.objects.filter(name="bank_totals").first()
+    position = position_of(checkpoint) if checkpoint else START
+    behind, since = backlog(position, limit=FIGURES_BEHIND_COUNTED + 1)
+    return BankFigures(counts, list(currencies.values()), behind, since)
 
 
 def accounts_by_id(account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Account]:

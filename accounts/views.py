@@ -332,13 +332,12 @@ def _describe(event, currency: str) -> str:
 @require_GET
 @staff_permission("accounts.view_account")
 def dashboard(request):
-    latest, counts = selectors.latest_events(), selectors.status_counts()
+    latest = selectors.latest_events()
     return render(
         request,
         "accounts/dashboard.html",
         {
-            "counts": {status: counts.get(status, 0) for status in STATUSES},
-            "totals": selectors.totals_by_currency(),
+            "figures": selectors.bank_figures(),
             "latest": latest,
             "accounts": selectors.accounts_by_id(e.aggregate_id for e in latest),
             "integrity": selectors.integrity_status(),

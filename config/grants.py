@@ -52,6 +52,8 @@ APPLICATION = {
     # Kept by the runner: a checkpoint moved ahead would make it skip events. The pages
     # and projection_status only read them.
     "account_daily_statement": READ,
+    "bank_totals": READ,
+    "bank_totals_account": NOTHING,
     "projection_checkpoints": READ,
     # Django's logins, outside the database threat model (a leaked credential is
     # a breach to rotate): staff are added and put in groups in /admin/.
@@ -86,6 +88,8 @@ RUNNER = {
     "integrity_finding": NOTHING,
     "projection_checkpoints": ("SELECT", "INSERT", "UPDATE"),
     "account_daily_statement": ("SELECT", "INSERT", "UPDATE"),
+    "bank_totals": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "bank_totals_account": ("SELECT", "INSERT", "UPDATE"),
     "command_log": NOTHING,
     "account_read_model": NOTHING,
     "auth_user": NOTHING,

@@ -188,11 +188,17 @@ def stream(start: Position = START, *, until: Position | None = None, horizon: b
             yield [row_to_event(row) for row in rows]
 
 
-def backlog(position: Position) -> tuple[int, datetime | None]:
-    """How many events lie after `position` (committed or not), and when the oldest of them was written."""
+def backlog(position: Position, *, limit: int | None = None) -> tuple[int, datetime | None]:
+    """How many events lie after `position` (committed or not), and when the oldest of them was written.
+
+    With `limit`, counts no further than that (a page asks, and a long backlog would cost it a scan).
+    """
     where, params = after(position, horizon=False)
-    count, oldest = db.fetchone(f"SELECT count(*), min(created_at) FROM events WHERE {where}", params) or (0, None)
-    return count, oldest
+    waiting = f"SELECT created_at FROM events WHERE {where}"
+    if limit is not None:
+        waiting, params = f"{waiting} LIMIT %s", [*params, limit]
+    row = db.fetchone(f"SELECT count(*), min(created_at) FROM ({waiting}) AS waiting", params)
+    return row or (0, None)
 
 
 def row_to_event(row: tuple[Any, ...]) -> StoredEvent:

@@ -140,6 +140,15 @@ def settle(timeout=60):
             time.sleep(0.05)
 
 
+def caught_up(projection):
+    """Apply every committed event to an asynchronous projection, as its runner would."""
+    from eventstore import projections
+
+    settle()
+    while projections.catch_up(projection):
+        pass
+
+
 class RoundTrips:
     """Counts the messages that each cost a round trip to the server (Query, Sync) in a libpq trace."""
 

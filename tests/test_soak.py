@@ -34,7 +34,7 @@ def test_a_short_soak_under_faults_breaks_no_invariant():
     result, figures = run_soak("--seconds", "8", "--workers", "3", "--accounts", "20", "--seed", "11")
     assert result.returncode == 0, result.stdout + result.stderr
     assert figures["violations"] == 0
-    assert figures["attempted"] > 0 and figures["succeeded"] > 0 and figures["invariants checked"] == 13
+    assert figures["attempted"] > 0 and figures["succeeded"] > 0 and figures["invariants checked"] == 15
     assert "with 0 violations" in result.stdout
 
 

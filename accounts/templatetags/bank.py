@@ -29,6 +29,12 @@ def money(minor, currency):
 
 
 @register.filter
+def number(count):
+    """A count as staff read it: 1,000,000."""
+    return f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else count
+
+
+@register.filter
 def event_amount(event):
     """The amount (minor units) an event moved, if it moved money; None for a payload that holds no valid one."""
     try:

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 import uuid
 from datetime import timedelta
 
@@ -10,12 +11,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from accounts import services
+from accounts import selectors, services
+from accounts.domain import format_money
 from accounts.models import Account
+from accounts.projections import bank_totals
 from eventstore.store import EventStore
 from tests.accounts.test_views import client_for
 from tests.factories import AccountFactory, UserFactory
-from tests.support import insert_event
+from tests.support import caught_up, insert_event
 
 pytestmark = pytest.mark.django_db
 
@@ -106,15 +109,41 @@ def test_the_audit_log_offers_the_staff_as_actors():
     assert '<datalist id="actors">' in html and '<option value="zoe.teller">' in html and 'list="actors"' in html
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_dashboard_links_its_figures_to_the_filtered_lists_and_signs_its_latest_activity():
     account = AccountFactory(owner="Dash Board", initial_deposit=10_000)
     services.withdraw(account_id=account.id, amount=1_000, reason="cash")
+    caught_up(bank_totals)
     client = client_for("auditor")
     html = client.get(reverse("accounts:dashboard")).content.decode()
     assert 'href="/accounts/?status=frozen"' in html and 'href="/accounts/?currency=EUR"' in html
     assert "\u221210.00 EUR" in html and '<td title="Withdrawn">Withdrawal</td>' in html and "Dash Board" in html
     listed = client.get(reverse("accounts:list"), {"currency": "USD"}).content.decode()
     assert "Dash Board" not in listed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_shows_the_totals_the_runner_keeps_and_says_how_far_behind_they_are():
+    caught_up(bank_totals)  # every event of earlier tests counted: what follows adds to them
+    before = {row.currency: row for row in selectors.bank_figures().currencies}.get("CHF")
+    rich = AccountFactory(initial_deposit=120_000, currency="CHF")
+    frozen = AccountFactory(initial_deposit=30_000, currency="CHF")
+    services.freeze(account_id=frozen.id, reason="court order")
+    client = client_for("auditor")
+    behind = client.get(reverse("accounts:dashboard")).content.decode()
+    assert "The figures below leave out the latest 3 events" in behind
+    caught_up(bank_totals)
+    html = client.get(reverse("accounts:dashboard")).content.decode()
+    assert "leave out" not in html
+    accounts, money, frozen_money = (before.accounts, before.balance, before.frozen) if before else (0, 0, 0)
+    row = re.search(r"<tr><td>CHF</td>(.*?)</tr>", html, re.S)[1]
+    assert re.findall(r'<td class="num">(?:<a [^>]*>)?([^<]*)', row) == [
+        f"{accounts + 2:,}",
+        format_money(int(money) + 150_000, "CHF"),
+        format_money(int(frozen_money) + 30_000, "CHF"),
+    ]
+    services.deposit(account_id=rich.id, amount=100, source="cash")
+    assert "leave out the latest 1 event," in client.get(reverse("accounts:dashboard")).content.decode()
 
 
 def test_the_account_list_says_how_many_when_it_is_cheap_and_never_links_to_an_empty_page():

@@ -1,4 +1,4 @@
-"""The bank's projections: the account read model and the daily statements."""
+"""The bank's projections: the account read model, the daily statements and the bank's totals."""
 
 import datetime
 
@@ -6,13 +6,13 @@ import pytest
 from django.db import OperationalError, connection
 
 from accounts import services
-from accounts.models import Account, DailyStatement
+from accounts.models import Account, BankTotal, DailyStatement
 from accounts.projections import accounts as account_projection
-from accounts.projections import daily_statements
+from accounts.projections import bank_totals, daily_statements
 from eventstore import projections
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, approved
-from tests.support import resign, settle
+from tests.support import caught_up, resign, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 store = EventStore()
@@ -24,6 +24,7 @@ def read_models_match_the_log():
     log: start each test from read models rebuilt from the whole log, as an operator would."""
     projections.rebuild(account_projection)
     projections.rebuild(daily_statements)
+    projections.rebuild(bank_totals)
 
 
 def backdate(account_id, days_ago_by_version):
@@ -234,3 +235,46 @@ def test_a_days_turnover_past_bigint_never_stops_the_statements_projection(setti
     assert (day.credits, day.debits, day.closing_balance, day.event_count) == (2 * big, 2 * big, 0, 5)
     assert day.credits > 2**63 - 1
     assert projections.verify(daily_statements) == []
+
+
+def totals():
+    return {(row.currency, row.status): (row.accounts, row.balance) for row in BankTotal.objects.all()}
+
+
+def test_the_bank_totals_move_each_account_between_statuses_with_its_money_batch_after_batch():
+    caught_up(bank_totals)
+    before = totals()
+    kept = AccountFactory(initial_deposit=5_000, currency="GBP")
+    frozen = AccountFactory(initial_deposit=700, currency="GBP")
+    closed = AccountFactory(initial_deposit=300, currency="CHF")
+    caught_up(bank_totals)  # the accounts are counted in one batch, what follows in others
+    services.freeze(account_id=frozen.id, reason="court order")
+    services.deposit(account_id=kept.id, amount=250, source="cash")
+    caught_up(bank_totals)
+    approved("withdraw", account_id=closed.id, amount=300, reason="emptied")
+    approved("close_account", account_id=closed.id, reason="moved abroad")
+    caught_up(bank_totals)
+
+    def added(key):
+        n, money = totals().get(key, (0, 0))
+        was_n, was_money = before.get(key, (0, 0))
+        return n - was_n, money - was_money
+
+    assert added(("GBP", "active")) == (1, 5_250)
+    assert added(("GBP", "frozen")) == (1, 700)
+    assert added(("CHF", "closed")) == (1, 0)
+    assert added(("CHF", "active")) == (0, 0)
+    assert projections.verify(bank_totals) == []  # replayed in one batch, the rows are the same
+
+
+def test_a_total_no_account_is_in_any_more_goes_so_that_batches_never_show_in_the_rows():
+    caught_up(bank_totals)
+    account = AccountFactory(initial_deposit=100, currency="SEK")
+    caught_up(bank_totals)
+    services.freeze(account_id=account.id, reason="lost card")
+    caught_up(bank_totals)
+    assert totals()[("SEK", "frozen")] == (1, 100)
+    approved("unfreeze", account_id=account.id, reason="card found")
+    caught_up(bank_totals)
+    assert ("SEK", "frozen") not in totals() and totals()[("SEK", "active")] == (1, 100)
+    assert projections.verify(bank_totals) == []

@@ -9,10 +9,11 @@ import re
 import pytest
 
 from accounts import services
+from accounts.projections import bank_totals
 from eventstore import context
 from eventstore.store import EventStore
 from tests.factories import AccountFactory, UserFactory, approved
-from tests.support import at_every_width, log_in
+from tests.support import at_every_width, caught_up, log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -73,6 +74,7 @@ def test_the_dashboards_figures_lead_to_the_lists_they_count(page, shot, role):
     AccountFactory(owner="Yen Saver", currency="JPY", initial_deposit=5_000)
     with context.metadata_context(actor="sam"):
         services.freeze(account_id=frozen.id, reason="suspected fraud")
+    caught_up(bank_totals)  # as the runner would, soon after
     log_in(page, "staff")
 
     latest = page.locator("table").first.inner_text()
