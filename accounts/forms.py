@@ -262,4 +262,15 @@ class AccountSearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, strip=True)
     status = forms.ChoiceField(required=False, choices=[("", "Any status")] + [(s, s.title()) for s in STATUSES])
     currency = forms.ChoiceField(required=False, choices=[("", "Any currency")] + [(c, c) for c in sorted(CURRENCIES)])
-    page = forms.IntegerField(required=False, min_value=1, max_value=10_000)
+    after = forms.CharField(required=False, max_length=100)
+
+    def clean_after(self) -> selectors.AccountCursor | None:
+        text = self.cleaned_data.get("after")
+        if not text:
+            return None
+        try:
+            return selectors.AccountCursor.parse(text)
+        except ValueError:
+            raise forms.ValidationError(
+                "This page link is not one the list made; start again from the first page."
+            ) from None

@@ -25,7 +25,7 @@ class Account(models.Model):
 
     class Meta:
         db_table = "account_read_model"
-        ordering = ["-opened_at", "account_id"]
+        ordering = ["-opened_at", "-account_id"]
         # Nobody adds, changes or deletes read-model rows by hand: only commands.
         default_permissions = ("view",)
         permissions = [
@@ -37,8 +37,12 @@ class Account(models.Model):
             ("unfreeze_account", "Can unfreeze accounts"),
             ("close_account", "Can close accounts"),
         ]
+        # The list runs newest opened first and pages by (opened_at, account_id): each filter
+        # it offers has an index that reads a page as a range, however deep.
         indexes = [
-            models.Index(fields=["status", "-opened_at"], name="account_status_opened"),
+            models.Index(fields=["opened_at", "account_id"], name="account_opened"),
+            models.Index(fields=["status", "opened_at", "account_id"], name="account_status_opened"),
+            models.Index(fields=["currency", "opened_at", "account_id"], name="account_currency_opened"),
             models.Index(fields=["owner"], name="account_owner"),
         ]
         constraints = [

@@ -7,16 +7,19 @@ continue before), so the thousandth page costs what the first does.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.contrib.auth.models import Group, User
-from django.db.models import Case, Count, Func, Q, QuerySet, TextField, Value, When
+from django.db import connections
+from django.db.models import BooleanField, Case, Count, Func, Q, QuerySet, TextField, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
 from accounts.approvals import EXPIRED, PENDING
@@ -37,13 +40,23 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     has_next: bool
-    next_cursor: int | None = None  # the page number, version or event id to continue from
+    next_cursor: int | str | None = None  # the version, event id or row to continue after
 
 
-def _page(rows: list[T], size: int, cursor_of: Callable[[T], int]) -> Page[T]:
+def _page(rows: list[T], size: int, cursor_of: Callable[[T], int | str]) -> Page[T]:
     has_next = len(rows) > size
     rows = rows[:size]
     return Page(rows, has_next, cursor_of(rows[-1]) if has_next and rows else None)
+
+
+def estimated_count(rows: QuerySet[Any]) -> int:
+    """How many rows the planner expects `rows` to hold: what a list shows, labelled as an estimate,
+    where counting them would cost a scan."""
+    statement, params = rows.order_by().query.sql_with_params()
+    with connections[rows.db].cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", params)
+        plan = cursor.fetchone()[0]
+    return int((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
 
 
 # --- dashboard --------------------------------------------------------------------
@@ -148,15 +161,56 @@ def matching(query: str) -> QuerySet[Account]:
     return accounts.filter(by_name)
 
 
-def search_accounts(*, query: str = "", status: str = "", currency: str = "", page: int = 1,
+@dataclass(frozen=True)
+class AccountCursor:
+    """Where a page of the account list ends: the list runs newest opened first, by (opened_at, account_id)."""
+
+    opened_at: datetime
+    account_id: uuid.UUID
+
+    def __str__(self) -> str:
+        return f"{self.opened_at.isoformat()}_{self.account_id}"
+
+    @classmethod
+    def of(cls, account: Account) -> str:
+        return str(cls(account.opened_at, account.account_id))
+
+    @classmethod
+    def parse(cls, text: str) -> AccountCursor:
+        """ValueError for anything a page link of ours would not hold."""
+        moment, _, account_id = text.rpartition("_")
+        opened_at = datetime.fromisoformat(moment)
+        if opened_at.tzinfo is None:
+            raise ValueError("a cursor's time has its offset")
+        return cls(opened_at, uuid.UUID(account_id))
+
+
+def search_accounts(*, query: str = "", status: str = "", currency: str = "", after: AccountCursor | None = None,
                     size: int = PAGE_SIZE) -> Page[Account]:  # fmt: skip
+    """One page of the accounts matching, newest opened first, after the page that ended at `after`:
+    by keyset, so a deep page costs what the first does."""
+    accounts = _listed(query, status, currency)
+    if after is not None:
+        # A row comparison, which the (…, opened_at, account_id) indexes serve as a range.
+        accounts = accounts.filter(
+            RawSQL("(opened_at, account_id) < (%s, %s)", [after.opened_at, after.account_id], BooleanField())
+        )
+    rows = accounts.order_by("-opened_at", "-account_id")
+    return _page(list(rows[: size + 1]), size, AccountCursor.of)
+
+
+def estimated_accounts(*, query: str = "", status: str = "", currency: str = "") -> int:
+    """About how many accounts `search_accounts` would list, page after page (the planner's estimate)."""
+    return estimated_count(_listed(query, status, currency))
+
+
+def _listed(query: str, status: str, currency: str) -> QuerySet[Account]:
     accounts = matching(query)
     if status:
         accounts = accounts.filter(status=status)
     if currency:
         accounts = accounts.filter(currency=currency)
-    start = (page - 1) * size
-    return _page(list(accounts[start : start + size + 1]), size, lambda row: page + 1)
+    return accounts
 
 
 def recipients(query: str, *, currency: str, besides: uuid.UUID, limit: int = 10) -> list[Account]:

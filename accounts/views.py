@@ -349,18 +349,23 @@ def dashboard(request):
 @staff_permission("accounts.view_account")
 def account_list(request):
     form = AccountSearchForm(request.GET)
-    data = form.cleaned_data if form.is_valid() else {}
-    query, status, page = data.get("q") or "", data.get("status") or "", data.get("page") or 1
-    currency = data.get("currency") or ""
-    results = (
-        selectors.search_accounts(query=query, status=status, currency=currency, page=page) if form.is_valid() else None
-    )
-    first = (page - 1) * selectors.PAGE_SIZE + 1  # a count only where it is cheap: the rows of this page
-    return render(request, "accounts/account_list.html", {
-        "form": form, "page": results, "page_number": page, "query": query, "status": status, "statuses": STATUSES,
-        "currency": currency, "currencies": sorted(CURRENCIES),
-        "first": first, "last": first + len(results.items) - 1 if results else 0,
-    })  # fmt: skip
+    if not form.is_valid():
+        typed = {"query": form.data.get("q", ""), "status": form.data.get("status", ""),
+                 "currency": form.data.get("currency", "")}  # fmt: skip
+        return render(request, "accounts/account_list.html", _list_choices(form, typed))
+    data = form.cleaned_data
+    filters = {"query": data["q"], "status": data["status"], "currency": data["currency"]}
+    results = selectors.search_accounts(**filters, after=data["after"])
+    # A count only where it is cheap: the rows of a list that fits one page; else the planner's estimate.
+    exact = data["after"] is None and not results.has_next
+    return render(request, "accounts/account_list.html", _list_choices(form, {
+        **filters, "page": results, "paged": data["after"] is not None,
+        "count": len(results.items) if exact else selectors.estimated_accounts(**filters), "estimated": not exact,
+    }))  # fmt: skip
+
+
+def _list_choices(form, context):
+    return {"form": form, "statuses": STATUSES, "currencies": sorted(CURRENCIES), **context}
 
 
 @require_GET

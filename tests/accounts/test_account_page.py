@@ -5,6 +5,7 @@ import io
 import re
 import uuid
 from datetime import timedelta
+from urllib.parse import unquote
 
 import pytest
 from django.urls import reverse
@@ -16,6 +17,7 @@ from accounts.domain import format_money
 from accounts.models import Account
 from accounts.projections import bank_totals
 from eventstore.store import EventStore
+from tests.accounts.test_selectors import opened_together
 from tests.accounts.test_views import client_for
 from tests.factories import AccountFactory, UserFactory
 from tests.support import caught_up, insert_event
@@ -146,14 +148,33 @@ def test_the_dashboard_shows_the_totals_the_runner_keeps_and_says_how_far_behind
     assert "leave out the latest 1 event," in client.get(reverse("accounts:dashboard")).content.decode()
 
 
-def test_the_account_list_says_how_many_when_it_is_cheap_and_never_links_to_an_empty_page():
+def test_the_account_list_counts_one_page_and_estimates_more_labelled_so_and_pages_on_by_keyset():
     for n in range(3):
         AccountFactory(owner=f"Counted Customer {n}")
     client = client_for("auditor")
     html = client.get(reverse("accounts:list"), {"q": "counted customer"}).content.decode()
-    assert "3 accounts" in html and "Next →" not in html
-    beyond = client.get(reverse("accounts:list"), {"q": "counted customer", "page": 9}).content.decode()
-    assert "No account matches." in beyond and "← Previous" not in beyond and ">First page</a>" in beyond
+    assert "3 accounts" in html and "estimate" not in html and "Next →" not in html
+    opened_together([f"Paged Customer {n}" for n in range(selectors.PAGE_SIZE + 2)], timezone.now())
+    first = client.get(reverse("accounts:list"), {"q": "paged customer"}).content.decode()
+    assert re.search(r"About [\d,]+ accounts? \(an estimate\); 25 on this page, more follow", first)
+    after = re.search(r'href="\?q=paged%20customer&status=&currency=&after=([^"&]+)">Next', first)[1]
+    rest = client.get(reverse("accounts:list"), {"q": "paged customer", "after": unquote(after)}).content.decode()
+    assert rest.count("Paged Customer") == 2 and ">First page</a>" in rest and "Next →" not in rest
+
+
+def test_a_page_link_past_the_end_or_not_of_ours_says_so_and_leads_back_to_the_first_page():
+    AccountFactory(owner="Counted Customer")
+    client = client_for("auditor")
+    beyond = client.get(
+        reverse("accounts:list"), {"q": "counted", "after": f"2000-01-01T00:00:00+00:00_{uuid.uuid4()}"}
+    )
+    html = beyond.content.decode()
+    assert "No account matches." in html and ">First page</a>" in html and "Next →" not in html
+    for forged in ("yesterday_1", "2026-01-01T00:00:00_" + str(uuid.uuid4()), "x" * 101):
+        response = client.get(reverse("accounts:list"), {"q": "counted", "after": forged})
+        assert response.status_code == 200
+        assert "Correct the search above." in response.content.decode()
+        assert any(word in response.content.decode() for word in ("not one the list made", "at most 100"))
 
 
 def test_a_refused_opening_comes_back_to_its_page_with_its_values_and_posts_nothing_on_reload():

@@ -1,8 +1,14 @@
-"""Read queries: the chart's balances and the history pages agree with replay."""
+"""Read queries: the chart's balances and the history pages agree with replay; lists page by keyset."""
+
+import uuid
 
 import pytest
+from django.utils import timezone
 
 from accounts import selectors, services
+from accounts.bulk import write_histories
+from accounts.domain import BankAccount
+from accounts.models import Account
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db
@@ -40,3 +46,35 @@ def test_history_pages_newest_first_by_version():
     assert [e.version for e in first.items] == [6, 5, 4, 3]
     assert first.has_next and not second.has_next
     assert [e.version for e in second.items] == [2, 1]
+
+
+def opened_together(owners, at):
+    """Accounts opened at one same moment, as a bulk load opens them: only their ids tell them apart."""
+    ids = [uuid.uuid4() for _ in owners]
+    write_histories({
+        account_id: [(BankAccount.open(account_id, owner=owner, currency="EUR", initial_deposit=0)[0], at, {})]
+        for account_id, owner in zip(ids, owners, strict=True)
+    })  # fmt: skip
+    return ids
+
+
+def test_the_account_list_pages_by_keyset_through_ties_without_a_row_twice_or_missed():
+    AccountFactory(owner="Keyset First"), AccountFactory(owner="Keyset Second")
+    at = timezone.now()
+    tied = opened_together([f"Keyset Tied {n}" for n in range(5)], at)
+    AccountFactory(owner="Keyset Last")
+    seen, after = [], None
+    while True:
+        page = selectors.search_accounts(query="keyset", size=3, after=after)
+        seen += [row.account_id for row in page.items]
+        if not page.has_next:
+            break
+        after = selectors.AccountCursor.parse(page.next_cursor)
+    expected = Account.objects.filter(owner__startswith="Keyset").order_by("-opened_at", "-account_id")
+    assert seen == [row.account_id for row in expected] and len(seen) == 8
+    assert set(tied) <= set(seen)
+
+
+def test_the_account_list_estimates_what_it_would_cost_a_scan_to_count():
+    AccountFactory(owner="Estimated Customer")
+    assert selectors.estimated_accounts() >= 1  # the planner's figure: never a count(*)
