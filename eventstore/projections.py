@@ -17,10 +17,8 @@ log into temporary tables and compares them with the live ones.
 from __future__ import annotations
 
 import re
-import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,7 +64,7 @@ class ProjectionStopped(Exception):
             f"stopped at event {event.id} ({event.aggregate_type} {event.aggregate_id} "
             f"v{event.version} {event.event_type}): {self.reason}"
         )
-        # Set by _apply_all: the position just before the event, and how many events came before it.
+        # Set by whoever streamed the event: the position just before it, and how many events came before it.
         self.position: Position | None = None
         self.applied = 0
         super().__init__(f"{projection}: {self.summary}")
@@ -163,10 +161,9 @@ class _StreamOptions(TypedDict, total=False):
     limit: int | None
 
 
-def _apply_all(projection: Projection, tables: dict[str, str], after: Position, *,
-               skip: AbstractSet[uuid.UUID] = frozenset(),
+def _apply_all(projection: Projection, tables: dict[str, str], after: Position,
                **stream_options: Unpack[_StreamOptions]) -> tuple[Position, int]:  # fmt: skip
-    """Apply the events after `after` (but those of the aggregates in `skip`); return where it got and how many.
+    """Apply the events after `after`; return where it got and how many.
 
     At an event the projection cannot apply, raises ProjectionStopped, the events before it applied.
     """
@@ -174,10 +171,7 @@ def _apply_all(projection: Projection, tables: dict[str, str], after: Position, 
     # Closed even when stopped, so that the next stream may declare its cursor under the same name.
     with closing(stream(after, **stream_options)) as batches:
         for batch in batches:
-            relevant = [
-                event for event in batch
-                if event.aggregate_type in projection.aggregate_types and event.aggregate_id not in skip
-            ]  # fmt: skip
+            relevant = [event for event in batch if event.aggregate_type in projection.aggregate_types]
             if relevant:
                 try:
                     _apply_batch(projection, relevant, tables)
@@ -294,36 +288,105 @@ def rebuild(projection: Projection, *, progress: Progress | None = None, restart
             steps: int | None = None, chunk: int = CHUNK) -> bool:  # fmt: skip
     """Rebuild `projection` into shadow tables and swap them in; True when swapped.
 
+    At an event it cannot apply, raises ProjectionStopped, with the events before it kept.
+    The rest is `rebuild_together`'s.
+    """
+    swapped, stops = rebuild_together([projection], progress=progress, restart=restart, steps=steps, chunk=chunk)
+    if stops:
+        raise stops[0]
+    return bool(swapped)
+
+
+def rebuild_together(chosen: Sequence[Projection], *, progress: Progress | None = None, restart: bool = False,
+                     steps: int | None = None,
+                     chunk: int = CHUNK) -> tuple[list[Projection], list[ProjectionStopped]]:  # fmt: skip
+    """Rebuild the projections into shadow tables, reading the log once for all of them, and swap
+    each in; return those swapped and where the others stopped.
+
     Resumes an interrupted rebuild (its shadow tables and checkpoint survive)
-    unless `restart`. `steps` stops after that many committed chunks without
-    swapping (for operators who want to pace it, and for tests). At an event it
-    cannot apply, raises ProjectionStopped, with the events before it kept.
+    unless `restart`: each projection goes on from its own checkpoint, and the
+    pass reads from the earliest. `steps` stops after that many committed chunks
+    without swapping (for operators who want to pace it, and for tests). A
+    projection that meets an event it cannot apply keeps the events before it and
+    drops out of the pass; the others go on and are swapped in.
     """
     progress = progress or Progress()
-    shadow = {table: shadow_name(table) for table in projection.tables}
-    name = f"{projection.name}__rebuild"
+    shadows = {projection.name: {table: shadow_name(table) for table in projection.tables} for projection in chosen}
     with transaction.atomic():
-        if restart or not ProjectionCheckpoint.objects.filter(name=name).exists():
-            ProjectionCheckpoint.objects.filter(name=name).delete()
-            for table, copy in shadow.items():
-                _execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_identifier(copy)))
-                _execute(
-                    sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table))
-                )
-            checkpoint(name)
-        progress.total = progress.done + backlog(position_of(checkpoint(name)))[0]
+        for projection in chosen:
+            _prepare_shadow(projection, shadows[projection.name], restart)
+        earliest = min(position_of(checkpoint(_rebuild_name(projection))) for projection in chosen)
+        progress.total = progress.done + backlog(earliest)[0]
     progress.report(progress)
-    applied = chunk
-    while applied == chunk:
+    going, stops = list(chosen), list[ProjectionStopped]()
+    while going:
         if steps is not None:
             if steps == 0:
-                return False
+                return [], stops
             steps -= 1
-        applied = _step(projection, name, shadow, limit=chunk)
-        progress.done += applied
+        read, stopped = _step_together(going, shadows, limit=chunk)
+        stops += stopped
+        going = [projection for projection in going if projection.name not in {stop.projection for stop in stopped}]
+        progress.done += read
         progress.report(progress)
-    _swap(projection, shadow, name)
-    return True
+        if read < chunk:
+            break
+    for projection in going:
+        _swap(projection, shadows[projection.name], _rebuild_name(projection))
+    return going, stops
+
+
+def _rebuild_name(projection: Projection) -> str:
+    return f"{projection.name}__rebuild"
+
+
+def _prepare_shadow(projection: Projection, shadow: dict[str, str], restart: bool) -> None:
+    """Fresh shadow tables and a checkpoint at the start of the log, unless a rebuild left them to resume."""
+    name = _rebuild_name(projection)
+    if restart or not ProjectionCheckpoint.objects.filter(name=name).exists():
+        ProjectionCheckpoint.objects.filter(name=name).delete()
+        for table, copy in shadow.items():
+            _execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_identifier(copy)))
+            _execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table)))
+        checkpoint(name)
+
+
+def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
+                   *, limit: int) -> tuple[int, list[ProjectionStopped]]:  # fmt: skip
+    """One committed chunk of a rebuild: up to `limit` events from the earliest of the projections'
+    checkpoints, each applied to the projections that have not had it; return how many were read,
+    and the stops (each recorded on its checkpoint, with the events before it kept)."""
+    with transaction.atomic():
+        rows = {projection.name: checkpoint(_rebuild_name(projection), lock=True) for projection in going}
+        positions = {name: position_of(row) for name, row in rows.items()}
+        applied = dict.fromkeys(rows, 0)
+        stops: dict[str, ProjectionStopped] = {}
+        read = 0
+        with closing(stream(min(positions.values()), limit=limit)) as batches:
+            for batch in batches:
+                read += len(batch)
+                for projection in going:
+                    name = projection.name
+                    unseen = [event for event in batch if event.position > positions[name]]
+                    if name in stops or not unseen:
+                        continue
+                    try:
+                        relevant = [event for event in unseen if event.aggregate_type in projection.aggregate_types]
+                        if relevant:
+                            _apply_batch(projection, relevant, shadows[name])
+                    except ProjectionStopped as stopped:
+                        before = next(n for n, event in enumerate(unseen) if event.id == stopped.event_id)
+                        stopped.position = unseen[before - 1].position if before else positions[name]
+                        positions[name], applied[name] = stopped.position, applied[name] + before
+                        stops[name] = stopped
+                        continue
+                    positions[name], applied[name] = unseen[-1].position, applied[name] + len(unseen)
+        for name, row in rows.items():
+            if applied[name]:
+                _advance(row, positions[name], applied[name])
+            if name in stops or row.failed_event_id is not None:
+                _record_stop(row, stops.get(name))
+    return read, list(stops.values())
 
 
 def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: str) -> None:
@@ -451,7 +514,13 @@ class Findings(list[ProjectionStopped | Drift]):
 
 
 def verify(projection: Projection, *, limit: int = 100) -> Findings:
-    """Replay the log into temporary tables and compare every row with the live tables.
+    """`verify_together` for one projection."""
+    return verify_together([projection], limit=limit)[projection.name]
+
+
+def verify_together(chosen: Sequence[Projection], *, limit: int = 100) -> dict[str, Findings]:
+    """Replay the log, read once, into temporary tables and compare every row with the live tables;
+    return each projection's findings, by name.
 
     Runs in one REPEATABLE READ transaction, so the log and the tables are read
     as of one moment: an inline projection is compared with every event then
@@ -460,24 +529,28 @@ def verify(projection: Projection, *, limit: int = 100) -> Findings:
     events, so that drift elsewhere is still found. At most `limit` differing
     rows per table and kind are returned (0: none), all of them counted.
     """
-    findings = Findings()
+    found: dict[str, Findings] = {}
     with transaction.atomic():
         _execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        copies = {table: f"verify_{table}" for table in projection.tables}
-        for table, copy in copies.items():
+        copies = {projection.name: {table: f"verify_{table}" for table in projection.tables} for projection in chosen}
+        for table, copy in ((table, copy) for tables in copies.values() for table, copy in tables.items()):
             _execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING ALL) ON COMMIT DROP").format(
                 _identifier(copy), _identifier(table)))  # fmt: skip
-        until = None if projection.inline else position_of(checkpoint(projection.name))
-        if until is None or until != START:
-            findings += _replay(projection, copies, until)
-        findings.total = len(findings)
-        for table, copy in copies.items():
-            for kind, left, right in (("missing", copy, table), ("unexpected", table, copy)):
-                count, rows = _differing(left, right, limit)
-                findings += [Drift(table, kind, row) for row in rows]
-                findings.total += count
+        until = {
+            projection.name: None if projection.inline else position_of(checkpoint(projection.name))
+            for projection in chosen
+        }
+        stops = _replay_together([p for p in chosen if until[p.name] != START], copies, until)
+        for projection in chosen:
+            findings = found[projection.name] = Findings(stops.get(projection.name, []))
+            findings.total = len(findings)
+            for table, copy in copies[projection.name].items():
+                for kind, left, right in (("missing", copy, table), ("unexpected", table, copy)):
+                    count, rows = _differing(left, right, limit)
+                    findings += [Drift(table, kind, row) for row in rows]
+                    findings.total += count
         transaction.set_rollback(True)
-    return findings
+    return found
 
 
 def _differing(left: str, right: str, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
@@ -493,17 +566,31 @@ def _differing(left: str, right: str, limit: int) -> tuple[int, list[tuple[Any, 
         return count, cursor.fetchall()
 
 
-def _replay(projection: Projection, tables: dict[str, str], until: Position | None) -> list[ProjectionStopped]:
-    """Replay the log into `tables`; return the events it could not apply, going on after each
-    without the rest of its aggregate's events."""
-    stops: list[ProjectionStopped] = []
-    after = START
-    while True:
-        skip = {stop.aggregate_id for stop in stops}
-        try:
-            _apply_all(projection, tables, after, skip=skip, horizon=False, until=until)
-            return stops
-        except ProjectionStopped as stopped:
-            assert stopped.position is not None  # _apply_all sets it before the stop leaves it
-            stops.append(stopped)
-            after = stopped.position
+def _replay_together(chosen: list[Projection], copies: dict[str, dict[str, str]],
+                     until: dict[str, Position | None]) -> dict[str, list[ProjectionStopped]]:  # fmt: skip
+    """Replay the log once into each projection's copies, each up to its `until` (None: the end);
+    return, by projection, the events it could not apply, going on after each without the
+    rest of its aggregate's events."""
+    stops: dict[str, list[ProjectionStopped]] = {projection.name: [] for projection in chosen}
+    if not chosen:
+        return stops
+    ends = [until[projection.name] for projection in chosen]
+    last = None if None in ends else max(end for end in ends if end is not None)
+    with closing(stream(START, horizon=False, until=last)) as batches:
+        for batch in batches:
+            for projection in chosen:
+                end, skip = until[projection.name], {stop.aggregate_id for stop in stops[projection.name]}
+                events = [
+                    event for event in batch
+                    if event.aggregate_type in projection.aggregate_types and (end is None or event.position <= end)
+                ]  # fmt: skip
+                while events:
+                    try:
+                        _apply_batch(projection, [event for event in events if event.aggregate_id not in skip],
+                                     copies[projection.name])  # fmt: skip
+                        break
+                    except ProjectionStopped as stopped:
+                        stops[projection.name].append(stopped)
+                        skip.add(stopped.aggregate_id)
+                        events = events[1 + next(n for n, e in enumerate(events) if e.id == stopped.event_id) :]
+    return stops

@@ -217,18 +217,40 @@ def test_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_from_there_once_i
     assert projections.verify(account_projection) == []
 
 
+def test_rebuild_all_reads_the_log_once_and_swaps_in_the_projections_an_event_did_not_stop(tamper, monkeypatch):
+    broken = AccountFactory(initial_deposit=100)
+    tamper(broken.id, "Deposited", {})  # every projection of accounts reads the amount; approvals never see it
+    AccountFactory(initial_deposit=7)
+    settle()
+    streamed, original = [], projections.stream
+
+    def counted(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            streamed.extend(event.id for event in batch)
+            yield batch
+
+    monkeypatch.setattr(projections, "stream", counted)
+    err = io.StringIO()
+    stopped = "accounts: stopped at event .*; daily_statements: stopped at event .*; bank_totals: stopped at event"
+    with pytest.raises(CommandError, match=stopped):
+        call_command("rebuild_projections", "--all", stdout=io.StringIO(), stderr=err)
+    assert len(streamed) == len(set(streamed))  # not a second time for each projection
+    assert not projections.ProjectionCheckpoint.objects.filter(name="approvals__rebuild").exists()  # swapped in
+    assert projections.ProjectionCheckpoint.objects.filter(name="daily_statements__rebuild").exists()  # to resume
+
+
 def test_an_event_only_the_swap_meets_undoes_the_swap_and_is_recorded_on_the_rebuild(tamper, monkeypatch):
     broken = AccountFactory(initial_deposit=100)
     settle()
-    original, planted = projections._step, []
+    original, planted = projections._step_together, []
 
     def step_then_plant(*args, **kwargs):
-        applied = original(*args, **kwargs)
-        if not planted and applied < kwargs["limit"]:  # the last step: the swap comes next
+        read, stops = original(*args, **kwargs)
+        if not planted and read < kwargs["limit"]:  # the last step: the swap comes next
             planted.append(tamper(broken.id, "Withdrawn", {"amount": 500, "schema_version": 2}))
-        return applied
+        return read, stops
 
-    monkeypatch.setattr(projections, "_step", step_then_plant)
+    monkeypatch.setattr(projections, "_step_together", step_then_plant)
     with pytest.raises(projections.ProjectionStopped):
         projections.rebuild(account_projection)
     row = projections.ProjectionCheckpoint.objects.get(name="accounts__rebuild")

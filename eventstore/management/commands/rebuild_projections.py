@@ -12,8 +12,8 @@ from eventstore.context import metadata_context, system_actor
 
 class Command(BaseCommand):
     help = (
-        "Rebuild projections into fresh shadow tables from the start of the log while commands "
-        "keep running, catch up to the live position and swap them in one short transaction. "
+        "Rebuild projections into fresh shadow tables from the start of the log, read once for all "
+        "of them, while commands keep running; catch up to the live position and swap each in one short transaction. "
         "An interrupted rebuild resumes where it stopped when run again, as does one stopped at "
         "an event it cannot apply, once the projection or the event is fixed."
     )
@@ -36,20 +36,24 @@ class Command(BaseCommand):
         except KeyError as error:
             raise CommandError(error.args[0]) from None
         with metadata_context(actor=system_actor("rebuild_projections")):
-            for projection in chosen:
-                self._rebuild(projection, restart, chunk)
+            swapped, stops = self._rebuild(chosen, restart, chunk)
+        for projection in swapped:
+            self.stdout.write(self.style.SUCCESS(f"{projection.name}: rebuilt and swapped in"))
+        if stops:
+            raise CommandError(
+                "; ".join(str(stop) for stop in stops) + " -- fix the projection or the event, then run again to resume"
+            )
 
-    def _rebuild(self, projection: projections.Projection, restart: bool, chunk: int) -> None:
-        with tqdm(desc=projection.name, unit=" events", unit_scale=True, file=sys.stderr) as bar:
+    def _rebuild(self, chosen: list[projections.Projection], restart: bool,
+                 chunk: int) -> tuple[list[projections.Projection], list[projections.ProjectionStopped]]:  # fmt: skip
+        """One pass over the log for all of them, with one progress bar."""
+        names = ", ".join(projection.name for projection in chosen)
+        with tqdm(desc=names, unit=" events", unit_scale=True, file=sys.stderr) as bar:
 
             def report(progress: projections.Progress) -> None:
                 bar.total = progress.total
                 bar.update(progress.done - bar.n)
 
-            try:
-                projections.rebuild(
-                    projection, progress=projections.Progress(report=report), restart=restart, chunk=chunk
-                )
-            except projections.ProjectionStopped as stopped:
-                raise CommandError(f"{stopped} -- fix the projection or the event, then run again to resume") from None
-        self.stdout.write(self.style.SUCCESS(f"{projection.name}: rebuilt and swapped in"))
+            return projections.rebuild_together(
+                chosen, progress=projections.Progress(report=report), restart=restart, chunk=chunk
+            )

@@ -48,8 +48,9 @@ class Command(BaseCommand):
         except KeyError as error:
             raise CommandError(error.args[0]) from None
         rows = events = 0
+        findings_of = projections.verify_together(chosen, limit=show)  # one replay of the log for all of them
         for projection in chosen:
-            findings = projections.verify(projection, limit=show)
+            findings = findings_of[projection.name]
             stops = [finding for finding in findings if isinstance(finding, projections.ProjectionStopped)]
             drifts = [finding for finding in findings if isinstance(finding, projections.Drift)]
             events += len(stops)
