@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cksum requirements.txt requirements-dev.txt | cut -d' ' -f1 | paste -sd- -)
 
-.PHONY: install install-dev run test lint bench soak check-deploy clean
+.PHONY: install install-dev run test lint bench bench-scale soak check-deploy clean
 
 $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
@@ -48,6 +48,10 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python -m bench
+
+# A million accounts and ten million events (generated once into bank_scale, then reused): not part of make bench.
+bench-scale: install-dev
+	$(BIN)/python -m bench.scale
 
 soak: install-dev
 	$(BIN)/python -m soak $(SOAK_ARGS)

@@ -135,6 +135,9 @@ class CommandLog(models.Model):
         default_permissions = ("view",)
         verbose_name = "command log entry"
         verbose_name_plural = "command log"
+        # The admin lists the newest first; migration 0017 drops the pattern index Django gives a
+        # text key (nobody searches keys by prefix), so every command still updates two indexes.
+        indexes = [models.Index(fields=["recorded_at"], name="command_log_recorded")]
 
     def __str__(self) -> str:
         return f"{self.command} {self.key}"

@@ -70,6 +70,29 @@ def test_the_capped_paginator_counts_at_most_its_cap():
     assert paginator.count >= 2
 
 
+def test_a_list_past_the_cap_says_it_counted_no_further(admin_client, monkeypatch):
+    for _ in range(3):
+        AccountFactory()
+    monkeypatch.setattr(CappedPaginator, "CAP", 2)
+    html = admin_client.get(reverse("admin:accounts_account_changelist")).content.decode()
+    assert "2 or more accounts (counted no further)" in html
+    monkeypatch.setattr(CappedPaginator, "CAP", 10_000)
+    html = admin_client.get(reverse("admin:accounts_account_changelist")).content.decode()
+    assert "counted no further" not in html and re.search(r"\d+ accounts", html)
+
+
+def test_the_account_admin_searches_as_the_back_office_does_without_a_scan_of_every_owner(admin_client):
+    zoe = AccountFactory(owner="Zoë Holmes")
+    AccountFactory(owner="Arthur Dent")
+    url = reverse("admin:accounts_account_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        by_name = admin_client.get(url, {"q": "holmes ZOE"}).content.decode()
+    assert "Zoë Holmes" in by_name and "Arthur Dent" not in by_name
+    assert not any("UPPER(" in q["sql"] for q in queries.captured_queries)  # no icontains over every row
+    by_id = admin_client.get(url, {"q": str(zoe.id)[:8]}).content.decode()
+    assert "Zoë Holmes" in by_id and "Arthur Dent" not in by_id
+
+
 def test_the_event_admin_searches_by_aggregate_and_correlation_id(admin_client):
     account = AccountFactory()
     other = AccountFactory()

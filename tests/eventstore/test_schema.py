@@ -68,6 +68,14 @@ def test_unique_key_and_indexes_are_those_the_model_declares():
     assert constraints["idx_events_metadata"]["type"] == "gin"
 
 
+def test_every_command_updates_two_indexes_of_the_command_log_its_key_and_its_time():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'command_log'")
+        indexes = dict(cursor.fetchall())
+    assert set(indexes) == {"command_log_pkey", "command_log_recorded"}
+    assert indexes["command_log_recorded"].endswith("USING btree (recorded_at)")
+
+
 def test_guards_are_installed_as_triggers():
     rows = query("SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass AND NOT tgisinternal")
     assert {name for (name,) in rows} == {
