@@ -40,12 +40,12 @@ def approval_list(request):
     data = form.cleaned_data if form.is_valid() else {}
     filters = selectors.ApprovalFilters(state=data.get("state") or "", account=data.get("account"),
                                         maker=data.get("maker") or "", command=data.get("command") or "")  # fmt: skip
-    now, page = timezone.now(), data.get("page") or 1
-    rows = selectors.approvals(filters, now=now, page=page) if form.is_valid() else None
+    now = timezone.now()
+    rows = selectors.approvals(filters, now=now, after=data.get("after")) if form.is_valid() else None
     query = request.GET.copy()
-    query.pop("page", None)
+    query.pop("after", None)
     return render(request, "accounts/approval_list.html", {
-        "form": form, "page": rows, "page_number": page, "query": query.urlencode(), "now": now,
+        "form": form, "page": rows, "paged": bool(data.get("after")), "query": query.urlencode(), "now": now,
         "accounts": selectors.accounts_by_id(
             [r.account_id for r in rows.items] + [r.recipient_id for r in rows.items if r.recipient_id]
         ) if rows else {},

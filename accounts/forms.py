@@ -8,7 +8,8 @@ staff was looking at (to tell them if it moved).
 
 import datetime
 import uuid
-from typing import cast
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from django import forms
 from django.conf import settings
@@ -120,7 +121,10 @@ class ApprovalFilterForm(forms.Form):
     maker = forms.CharField(required=False, max_length=150, widget=forms.TextInput(attrs={"list": "makers"}),
                             help_text="Who asked: type or pick a name.")  # fmt: skip
     account = forms.UUIDField(required=False, help_text="The account paying, or receiving a transfer.")
-    page = forms.IntegerField(required=False, min_value=1, max_value=10_000, widget=forms.HiddenInput)
+    after = forms.CharField(required=False, max_length=120, widget=forms.HiddenInput)
+
+    def clean_after(self) -> selectors.ApprovalCursor | None:
+        return _cursor(self.cleaned_data.get("after"), selectors.ApprovalCursor.parse)
 
 
 class OpenAccountForm(CommandForm):
@@ -265,12 +269,19 @@ class AccountSearchForm(forms.Form):
     after = forms.CharField(required=False, max_length=100)
 
     def clean_after(self) -> selectors.AccountCursor | None:
-        text = self.cleaned_data.get("after")
-        if not text:
-            return None
-        try:
-            return selectors.AccountCursor.parse(text)
-        except ValueError:
-            raise forms.ValidationError(
-                "This page link is not one the list made; start again from the first page."
-            ) from None
+        return _cursor(self.cleaned_data.get("after"), selectors.AccountCursor.parse)
+
+
+Cursor = TypeVar("Cursor")
+
+
+def _cursor(text: str | None, parse: Callable[[str], Cursor]) -> Cursor | None:
+    """A list's page link, as `parse` reads it; a clear message for one the list did not make."""
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except ValueError:
+        raise forms.ValidationError(
+            "This page link is not one the list made; start again from the first page."
+        ) from None

@@ -179,10 +179,15 @@ class AccountCursor:
     def parse(cls, text: str) -> AccountCursor:
         """ValueError for anything a page link of ours would not hold."""
         moment, _, account_id = text.rpartition("_")
-        opened_at = datetime.fromisoformat(moment)
-        if opened_at.tzinfo is None:
-            raise ValueError("a cursor's time has its offset")
-        return cls(opened_at, uuid.UUID(account_id))
+        return cls(_moment(moment), uuid.UUID(account_id))
+
+
+def _moment(text: str) -> datetime:
+    """A cursor's time, as isoformat wrote it (with its offset)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("a cursor's time has its offset")
+    return moment
 
 
 def search_accounts(*, query: str = "", status: str = "", currency: str = "", after: AccountCursor | None = None,
@@ -441,8 +446,34 @@ def _shown_as(state: str, now: datetime) -> Q:
     return Q(state=state)
 
 
-def approvals(filters: ApprovalFilters, *, now: datetime, page: int = 1, size: int = PAGE_SIZE) -> Page[Approval]:
-    """Approval requests, those still waiting first, each group oldest first."""
+@dataclass(frozen=True)
+class ApprovalCursor:
+    """Where a page of the approvals queue ends: those still waiting first, each group oldest first."""
+
+    done: int  # 0 for a request still waiting, 1 for the others
+    requested_at: datetime
+    request_id: uuid.UUID
+
+    def __str__(self) -> str:
+        return f"{self.done}_{self.requested_at.isoformat()}_{self.request_id}"
+
+    @classmethod
+    def of(cls, row: Approval) -> str:
+        """The cursor after `row`, as `approvals` annotates it (`done`)."""
+        return str(cls(getattr(row, "done"), row.requested_at, row.request_id))  # noqa: B009  an annotation
+
+    @classmethod
+    def parse(cls, text: str) -> ApprovalCursor:
+        """ValueError for anything a page link of ours would not hold."""
+        done, moment, request_id = text.split("_")
+        if done not in ("0", "1"):
+            raise ValueError("a cursor's group is 0 or 1")
+        return cls(int(done), _moment(moment), uuid.UUID(request_id))
+
+
+def approvals(filters: ApprovalFilters, *, now: datetime, after: ApprovalCursor | None = None,
+              size: int = PAGE_SIZE) -> Page[Approval]:  # fmt: skip
+    """Approval requests, those still waiting first, each group oldest first; by keyset after `after`."""
     rows = Approval.objects.all()
     if filters.state:
         rows = rows.filter(_shown_as(filters.state, now))
@@ -452,10 +483,15 @@ def approvals(filters: ApprovalFilters, *, now: datetime, page: int = 1, size: i
         rows = rows.filter(maker=filters.maker)
     if filters.command:
         rows = rows.filter(command=filters.command)
-    waiting = Case(When(_shown_as(PENDING, now), then=Value(0)), default=Value(1))
-    start = (page - 1) * size
-    ordered = rows.annotate(waiting=waiting).order_by("waiting", "requested_at", "request_id")
-    return _page(list(ordered[start : start + size + 1]), size, lambda row: page + 1)
+    rows = rows.annotate(done=Case(When(_shown_as(PENDING, now), then=Value(0)), default=Value(1)))
+    if after is not None:
+        rows = rows.filter(
+            Q(done__gt=after.done)
+            | Q(done=after.done, requested_at__gt=after.requested_at)
+            | Q(done=after.done, requested_at=after.requested_at, request_id__gt=after.request_id)
+        )
+    ordered = rows.order_by("done", "requested_at", "request_id")
+    return _page(list(ordered[: size + 1]), size, ApprovalCursor.of)
 
 
 def waiting_on(account_id: uuid.UUID, *, now: datetime, limit: int = 20) -> list[Approval]:

@@ -8,9 +8,10 @@ import uuid
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from accounts import services
-from accounts.approvals import APPROVED, CANCELLED, PENDING, REJECTED
+from accounts import selectors, services
+from accounts.approvals import APPROVED, CANCELLED, PENDING, REJECTED, ApprovalPending
 from accounts.models import Approval
 from eventstore.context import metadata_context
 from eventstore.store import EventStore
@@ -204,3 +205,32 @@ def test_a_request_with_a_row_the_application_did_not_sign_is_shown_on_hold_and_
     assert page.status_code == 200 and "Integrity warning" in text(page) and "it is not signed" in text(page)
     assert "Approve refused" in text(decide(sam, request.request_id, "approve"))
     assert services.get_account(account.id).balance == 5_000_000
+
+
+def test_the_queue_pages_by_keyset_those_waiting_first_without_a_request_twice_or_missed():
+    account = AccountFactory(owner="Queued Customer", initial_deposit=50_000_000)
+    with metadata_context(actor="tina"):
+        asked = []
+        for _ in range(5):
+            try:
+                services.withdraw(account_id=account.id, amount=2_000_000, reason="car")
+            except ApprovalPending as pending:
+                asked.append(pending.request.id)
+    with metadata_context(actor="sam"):
+        services.reject(request_id=asked[1], reason="no")
+        services.reject(request_id=asked[3], reason="no")
+    now, seen, after = timezone.now(), [], None
+    while True:
+        page = selectors.approvals(selectors.ApprovalFilters(account=account.id), now=now, after=after, size=2)
+        seen += [row.request_id for row in page.items]
+        if not page.has_next:
+            break
+        after = selectors.ApprovalCursor.parse(page.next_cursor)
+    assert seen == [asked[0], asked[2], asked[4], asked[1], asked[3]]  # waiting first, each group oldest first
+
+
+def test_a_queue_link_not_of_ours_says_so_and_never_fails():
+    client = logged_in("sam", "supervisor")
+    for forged in ("2_2026-01-01T00:00:00+00:00_" + str(uuid.uuid4()), "0_yesterday_x", "0_2026-01-01T00:00:00_1"):
+        response = client.get(reverse("accounts:approvals"), {"after": forged})
+        assert response.status_code == 200 and "not one the list made" in response.content.decode()
