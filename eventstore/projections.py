@@ -361,13 +361,14 @@ def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
         positions = {name: position_of(row) for name, row in rows.items()}
         applied = dict.fromkeys(rows, 0)
         stops: dict[str, ProjectionStopped] = {}
-        read = 0
-        with closing(stream(min(positions.values()), limit=limit)) as batches:
+        read, before = 0, min(positions.values())
+        with closing(stream(before, limit=limit)) as batches:
             for batch in batches:
                 read += len(batch)
                 for projection in going:
                     name = projection.name
-                    unseen = [event for event in batch if event.position > positions[name]]
+                    # Mostly every projection is where the batch starts: then every event is new to it.
+                    unseen = batch if positions[name] == before else [e for e in batch if e.position > positions[name]]
                     if name in stops or not unseen:
                         continue
                     try:
@@ -375,12 +376,13 @@ def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
                         if relevant:
                             _apply_batch(projection, relevant, shadows[name])
                     except ProjectionStopped as stopped:
-                        before = next(n for n, event in enumerate(unseen) if event.id == stopped.event_id)
-                        stopped.position = unseen[before - 1].position if before else positions[name]
-                        positions[name], applied[name] = stopped.position, applied[name] + before
+                        kept = next(n for n, event in enumerate(unseen) if event.id == stopped.event_id)
+                        stopped.position = unseen[kept - 1].position if kept else positions[name]
+                        positions[name], applied[name] = stopped.position, applied[name] + kept
                         stops[name] = stopped
                         continue
                     positions[name], applied[name] = unseen[-1].position, applied[name] + len(unseen)
+                before = batch[-1].position
         for name, row in rows.items():
             if applied[name]:
                 _advance(row, positions[name], applied[name])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 import psycopg
 from django.db import DatabaseError, transaction
 from psycopg.types.datetime import TimestamptzLoader
@@ -201,6 +202,30 @@ def backlog(position: Position, *, limit: int | None = None) -> tuple[int, datet
     return row or (0, None)
 
 
+def _parsed(text: str) -> Any:
+    """JSON text as json.loads reads it, by orjson, several times faster (a rebuild reads every event).
+    orjson reads an integer past 64 bits as a float; events hold no floats, so one means the standard
+    library must read the text again, exactly."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    return json.loads(text) if _holds_a_float(value) else value
+
+
+def _holds_a_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return kind is float
+    for item in value:  # a payload's values are mostly text and integers: a look at each type
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list) and _holds_a_float(item)):
+            return True
+    return False
+
+
 def row_to_event(row: tuple[Any, ...]) -> StoredEvent:
     # Django's connections hand jsonb over as text so that JSONField decodes it.
     return StoredEvent(
@@ -208,8 +233,8 @@ def row_to_event(row: tuple[Any, ...]) -> StoredEvent:
         aggregate_id=row[1],
         aggregate_type=row[2],
         event_type=row[3],
-        data=upcasters.upcast(row[3], json.loads(row[4])),
-        metadata=json.loads(row[5]) if row[5] is not None else {},
+        data=upcasters.upcast(row[3], _parsed(row[4])),
+        metadata=_parsed(row[5]) if row[5] is not None else {},
         version=row[6],
         created_at=row[7],
         transaction_id=int(row[8]),
