@@ -31,7 +31,7 @@ from psycopg import sql
 
 from eventstore.db import Params
 from eventstore.models import ProjectionCheckpoint
-from eventstore.store import START, Position, RecordedEvent, StoredEvent, backlog, stream
+from eventstore.store import START, Position, RecordedEvent, StoredEvent, backlog, stream, stream_ahead
 
 CHUNK = 20_000  # events per committed step of a catch-up or rebuild
 # Runner locks use the two-int advisory-lock space, which never meets the
@@ -362,7 +362,7 @@ def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
         applied = dict.fromkeys(rows, 0)
         stops: dict[str, ProjectionStopped] = {}
         read, before = 0, min(positions.values())
-        with closing(stream(before, limit=limit)) as batches:
+        with closing(stream_ahead(before, limit=limit)) as batches:
             for batch in batches:
                 read += len(batch)
                 for projection in going:
@@ -578,7 +578,10 @@ def _replay_together(chosen: list[Projection], copies: dict[str, dict[str, str]]
         return stops
     ends = [until[projection.name] for projection in chosen]
     last = None if None in ends else max(end for end in ends if end is not None)
-    with closing(stream(START, horizon=False, until=last)) as batches:
+    with connection.cursor() as cursor:  # the reader sees the log exactly as this transaction does
+        cursor.execute("SELECT pg_export_snapshot()")
+        snapshot = cursor.fetchone()[0]
+    with closing(stream_ahead(START, horizon=False, until=last, snapshot=snapshot)) as batches:
         for batch in batches:
             for projection in chosen:
                 end, skip = until[projection.name], {stop.aggregate_id for stop in stops[projection.name]}

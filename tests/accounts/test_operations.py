@@ -17,7 +17,7 @@ from accounts.models import Account, DailyStatement
 from accounts.projections import accounts as account_projection
 from accounts.projections import daily_statements
 from eventstore import projections
-from eventstore.models import Event
+from eventstore.models import Event, Snapshot
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
 from tests.support import manage, run_threads, wait_for
@@ -204,6 +204,18 @@ def test_generated_histories_are_valid_projected_named_like_people_and_spread_ov
     assert moments["last"] > started - datetime.timedelta(days=1)
     with pytest.raises(CommandError):
         call_command("generate_events", "--accounts", "5", "--events", "2")
+
+
+def test_generated_histories_carry_the_snapshots_their_commands_would_have_taken(settings):
+    settings.EVENTSTORE_SNAPSHOT_EVERY = 100
+    call_command("generate_events", "--accounts", "1", "--events", "250", "--seed", "5", stdout=io.StringIO())
+    account = Account.objects.get()
+    assert account.version >= 200
+    taken = sorted(Snapshot.objects.filter(aggregate_id=account.account_id).values_list("version", flat=True))
+    assert taken == list(range(100, account.version + 1, 100))
+    call_command("verify_event_store", stdout=io.StringIO())  # every snapshot's MAC and state against replay
+    past = services.get_account(account.account_id, version=150)
+    assert past == services.get_account(account.account_id, version=150, from_events_only=True)
 
 
 def test_generated_owners_come_from_several_countries_accents_included():

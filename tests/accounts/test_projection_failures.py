@@ -222,14 +222,18 @@ def test_rebuild_all_reads_the_log_once_and_swaps_in_the_projections_an_event_di
     tamper(broken.id, "Deposited", {})  # every projection of accounts reads the amount; approvals never see it
     AccountFactory(initial_deposit=7)
     settle()
-    streamed, original = [], projections.stream
+    streamed = []
 
-    def counted(*args, **kwargs):
-        for batch in original(*args, **kwargs):
-            streamed.extend(event.id for event in batch)
-            yield batch
+    def counted(original):
+        def reading(*args, **kwargs):
+            for batch in original(*args, **kwargs):
+                streamed.extend(event.id for event in batch)
+                yield batch
 
-    monkeypatch.setattr(projections, "stream", counted)
+        return reading
+
+    for reader in ("stream", "stream_ahead"):
+        monkeypatch.setattr(projections, reader, counted(getattr(projections, reader)))
     err = io.StringIO()
     stopped = "accounts: stopped at event .*; daily_statements: stopped at event .*; bank_totals: stopped at event"
     with pytest.raises(CommandError, match=stopped):
