@@ -4,7 +4,8 @@
 owners, histories over two years, signed), plus one account of 100,000 events,
 in the database `bank_scale` on the configured server. Generating them takes a
 while, so the database is kept and reused: a comment on it, written once the
-data is complete, says so (drop the database to start again).
+data is complete, says so. A database without that comment (half-written, or
+from an older version of this bench) is dropped and written again.
 
 Each run prints, in one run on one machine: raw psycopg's streaming rate over
 the log; `rebuild_projections --all` and `verify_projections` over the whole
@@ -34,7 +35,7 @@ from harness.connect import setup_django
 
 DATABASE = "bank_scale"
 ACCOUNTS, EVENTS, BUSIEST = 1_000_000, 10_000_000, 100_000
-READY = f"bench-scale data: {ACCOUNTS} accounts, {EVENTS} events and one of {BUSIEST}, complete"
+READY = f"bench-scale data v2: {ACCOUNTS} accounts, {EVENTS} events and one of {BUSIEST}, snapshots taken, complete"
 MEMORY_TARGET_MB = 300
 RAW_STREAMED = 2_000_000  # events raw psycopg streams for its rate
 CSV_ROWS = 200_000  # rows of the audit CSV read for its rate
@@ -52,11 +53,13 @@ def _use_database():
     with connection._nodb_cursor() as cursor:
         cursor.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [DATABASE])
         found = cursor.fetchone()
-        if found is None:
+        ready = found is not None and found[0] is not None and found[0].startswith(READY)
+        if not ready:  # missing, or left half-written, or written by an older version of this bench
+            cursor.execute(f'DROP DATABASE IF EXISTS "{DATABASE}"')
             cursor.execute(f'CREATE DATABASE "{DATABASE}"')
     params = connection.get_connection_params()
     conninfo = {k: params[k] for k in ("dbname", "user", "password", "host", "port") if params.get(k)}
-    return conninfo, found is not None and found[0] is not None and found[0].startswith(READY)
+    return conninfo, ready
 
 
 def _generate(conninfo) -> str:
