@@ -77,7 +77,7 @@ def _fill(conninfo) -> tuple[uuid.UUID, int, int]:
     return big, total, first_id
 
 
-def _median_ms(client, url, *, post=None, status=200, **params):
+def median_ms(client, url, *, post=None, status=200, **params):
     timings = []
     for _ in range(REQUESTS):
         started = time.perf_counter()
@@ -113,20 +113,20 @@ def run(conninfo) -> bool:
     audit = reverse("accounts:audit")
     command, token = reverse("accounts:command", args=[big, "transfer"]), uuid.uuid4()
     # "Owner 12" names 11 of the 9,000 small accounts ("Owner 12", "Owner 120" ... "Owner 1299"): a chooser.
-    chooser = _median_ms(client, command, post=_transfer(big, "owner 12", token), status=302)
+    chooser = median_ms(client, command, post=_transfer(big, "owner 12", token), status=302)
     review = client.post(command, _transfer(big, "owner 4321", token))["Location"]  # one match: the review step
     assert "/review/" in review, review
     measured = {
         # With its form token: the page itself, not the redirect that gives a new one.
-        "account page (100,000 events)": _median_ms(client, reverse("accounts:detail", args=[big]), form=uuid.uuid4()),
-        "audit log, first page": _median_ms(client, audit),
-        "audit log, deep page (near the oldest)": _median_ms(client, audit, before=first_id + 1_000),
-        "audit log, filtered by actor": _median_ms(client, audit, actor="teller3"),
-        "admin event list": _median_ms(client, reverse("admin:eventstore_event_changelist")),
-        "account search by name, accents ignored": _median_ms(client, reverse("accounts:list"), q="ówner 4321"),
-        "account search by id prefix": _median_ms(client, reverse("accounts:list"), q=str(big)[:8]),
+        "account page (100,000 events)": median_ms(client, reverse("accounts:detail", args=[big]), form=uuid.uuid4()),
+        "audit log, first page": median_ms(client, audit),
+        "audit log, deep page (near the oldest)": median_ms(client, audit, before=first_id + 1_000),
+        "audit log, filtered by actor": median_ms(client, audit, actor="teller3"),
+        "admin event list": median_ms(client, reverse("admin:eventstore_event_changelist")),
+        "account search by name, accents ignored": median_ms(client, reverse("accounts:list"), q="ówner 4321"),
+        "account search by id prefix": median_ms(client, reverse("accounts:list"), q=str(big)[:8]),
         "transfer to a name several accounts match (chooser)": chooser,
-        "transfer review step (100,000-event account)": _median_ms(client, review),
+        "transfer review step (100,000-event account)": median_ms(client, review),
     }
     met = all(ms < TARGET_MS for ms in measured.values())
     report(
@@ -142,17 +142,17 @@ def run(conninfo) -> bool:
     return met and rows == total + 1
 
 
-def _resident_mb() -> float:
+def resident_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _stream_csv(client, url):
     """Export every event; return (lines, seconds, MB the resident memory grew by at most)."""
-    start_mb = top_mb = _resident_mb()
+    start_mb = top_mb = resident_mb()
     started, lines = time.perf_counter(), 0
     for n, chunk in enumerate(client.get(url).streaming_content):
         lines += chunk.count(b"\n")
         if n % 10_000 == 0:
-            top_mb = max(top_mb, _resident_mb())
-    return lines, time.perf_counter() - started, max(top_mb, _resident_mb()) - start_mb
+            top_mb = max(top_mb, resident_mb())
+    return lines, time.perf_counter() - started, max(top_mb, resident_mb()) - start_mb

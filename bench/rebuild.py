@@ -52,7 +52,7 @@ def _raw_stream(conninfo) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def _timed(conninfo, *command) -> tuple[float, float]:
+def timed(conninfo, *command) -> tuple[float, float]:
     """Run a management command as a child process: its seconds, and its own peak memory in MB."""
     started = time.perf_counter()
     child = _manage(conninfo, *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,8 +110,8 @@ def run(conninfo) -> bool:
     with psycopg.connect(**conninfo, autocommit=True) as conn:
         conn.execute("ANALYZE")
     rows, raw_seconds = _raw_stream(conninfo)
-    rebuild_seconds, peak_mb = _timed(conninfo, "rebuild_projections", "accounts")
-    verify_seconds, verify_mb = _timed(conninfo, "verify_event_store")
+    rebuild_seconds, peak_mb = timed(conninfo, "rebuild_projections", "accounts")
+    verify_seconds, verify_mb = timed(conninfo, "verify_event_store")
     raw_rate, rebuild_rate, verify_rate = rows / raw_seconds, rows / rebuild_seconds, rows / verify_seconds
     started = time.perf_counter()
     if _manage(conninfo, "run_projections", "--once", stdout=subprocess.DEVNULL).wait() != 0:

@@ -29,8 +29,8 @@ import psycopg
 from django.core.management import call_command
 
 from bench.figures import report
-from bench.pages import REQUESTS, TARGET_MS, _median_ms, _resident_mb
-from bench.rebuild import RATE_TARGET, _timed
+from bench.pages import REQUESTS, TARGET_MS, median_ms, resident_mb
+from bench.rebuild import RATE_TARGET, timed
 from harness.connect import setup_django
 
 DATABASE = "bank_scale"
@@ -142,24 +142,24 @@ def _pages(conninfo) -> dict[str, float]:
     accounts, audit = reverse("accounts:list"), reverse("accounts:audit")
 
     def page(account_id, **params):
-        return _median_ms(client, reverse("accounts:detail", args=[account_id]), form=uuid.uuid4(), **params)
+        return median_ms(client, reverse("accounts:detail", args=[account_id]), form=uuid.uuid4(), **params)
 
     measured = {
-        "dashboard": _median_ms(client, reverse("accounts:dashboard")),
-        f"account search by name, accents ignored ({name!r})": _median_ms(client, accounts, q=name),
-        "account search by id prefix": _median_ms(client, accounts, q=str(small)[:8]),
-        "account list, first page": _median_ms(client, accounts),
-        "account list, deep page (the 500,000th account on)": _median_ms(client, accounts, after=middle),
+        "dashboard": median_ms(client, reverse("accounts:dashboard")),
+        f"account search by name, accents ignored ({name!r})": median_ms(client, accounts, q=name),
+        "account search by id prefix": median_ms(client, accounts, q=str(small)[:8]),
+        "account list, first page": median_ms(client, accounts),
+        "account list, deep page (the 500,000th account on)": median_ms(client, accounts, after=middle),
         f"account page, {BUSIEST:,} events": page(busiest),
         f"account page, {BUSIEST:,} events, as of a year ago": page(busiest, as_of=year_ago),
         "account page, 10 events": page(small),
         "account page, 10 events, as of a year ago": page(small, as_of=year_ago),
-        "audit log, first page": _median_ms(client, audit),
-        "audit log, deep page (near the oldest)": _median_ms(client, audit, before=first_id + 1_000),
-        f"audit log, by account ({BUSIEST:,} events)": _median_ms(client, audit, account=str(busiest)),
-        "audit log, by account (10 events)": _median_ms(client, audit, account=str(small)),
-        f"audit log, by actor ({actor})": _median_ms(client, audit, actor=actor),
-        "audit log, one day a year ago": _median_ms(
+        "audit log, first page": median_ms(client, audit),
+        "audit log, deep page (near the oldest)": median_ms(client, audit, before=first_id + 1_000),
+        f"audit log, by account ({BUSIEST:,} events)": median_ms(client, audit, account=str(busiest)),
+        "audit log, by account (10 events)": median_ms(client, audit, account=str(small)),
+        f"audit log, by actor ({actor})": median_ms(client, audit, actor=actor),
+        "audit log, one day a year ago": median_ms(
             client,
             audit,
             since=day.strftime("%Y-%m-%d %H:%M:%S"),
@@ -168,8 +168,8 @@ def _pages(conninfo) -> dict[str, float]:
     }
     for model in ("accounts_account", "accounts_approval", "eventstore_event", "eventstore_commandlog",
                   "eventstore_snapshot"):  # fmt: skip
-        measured[f"admin list: {model}"] = _median_ms(client, reverse(f"admin:{model}_changelist"))
-    measured["admin list: accounts_account, search by name"] = _median_ms(
+        measured[f"admin list: {model}"] = median_ms(client, reverse(f"admin:{model}_changelist"))
+    measured["admin list: accounts_account, search by name"] = median_ms(
         client, reverse("admin:accounts_account_changelist"), q=name
     )
     return measured | _csv(client, reverse("accounts:audit_csv"))
@@ -177,25 +177,25 @@ def _pages(conninfo) -> dict[str, float]:
 
 def _csv(client, url) -> dict[str, float]:
     """The first CSV_ROWS rows of the whole log's CSV: its rate and how far resident memory grew."""
-    start_mb = top_mb = _resident_mb()
+    start_mb = top_mb = resident_mb()
     started, lines = time.perf_counter(), 0
     response = client.get(url)
     for n, chunk in enumerate(response.streaming_content):
         lines += chunk.count(b"\n")
         if n % 10_000 == 0:
-            top_mb = max(top_mb, _resident_mb())
+            top_mb = max(top_mb, resident_mb())
         if lines >= CSV_ROWS:
             break
     seconds = time.perf_counter() - started
     response.close()
-    return {"csv rows/s": lines / seconds, "csv MB": max(top_mb, _resident_mb()) - start_mb}
+    return {"csv rows/s": lines / seconds, "csv MB": max(top_mb, resident_mb()) - start_mb}
 
 
 def _projections(conninfo) -> bool:
     """rebuild_projections --all and verify_projections over the whole log, beside raw streaming."""
     raw = _raw_stream(conninfo)
-    rebuild_s, rebuild_mb = _timed(conninfo, "rebuild_projections", "--all")
-    verify_s, verify_mb = _timed(conninfo, "verify_projections")
+    rebuild_s, rebuild_mb = timed(conninfo, "rebuild_projections", "--all")
+    verify_s, verify_mb = timed(conninfo, "verify_projections")
     with psycopg.connect(**conninfo) as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     rebuild_ratio, verify_ratio = events / rebuild_s / raw, events / verify_s / raw
