@@ -223,6 +223,21 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped():
     assert not projections.ProjectionCheckpoint.objects.filter(name__endswith="__rebuild").exists()
 
 
+def test_a_batch_of_statements_with_a_turnover_past_64_bits_is_written_exactly(settings):
+    settings.ACCOUNT_AMOUNT_CEILING = 2**64
+    big = 2**62
+    accounts = [AccountFactory(initial_deposit=0) for _ in range(9)]  # more rows than a command's few
+    for account in accounts:
+        for _ in range(5):  # the balance stays small; the day's credits pass 2**64
+            services.deposit(account_id=account.id, amount=big, source="wire")
+            approved("withdraw", account_id=account.id, amount=big, reason="wire")
+    assert projections.rebuild(daily_statements)
+    days = DailyStatement.objects.filter(account_id__in=[account.id for account in accounts])
+    assert sorted((day.credits, day.debits, day.closing_balance) for day in days) == [(5 * big, 5 * big, 0)] * 9
+    assert 5 * big > 2**64
+    assert projections.verify(daily_statements) == []
+
+
 def test_a_days_turnover_past_bigint_never_stops_the_statements_projection(settings):
     settings.ACCOUNT_AMOUNT_CEILING = 2**64
     big = 2**62
