@@ -16,13 +16,14 @@ log into temporary tables and compares them with the live ones.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
@@ -84,6 +85,7 @@ class Projection:
     name: str = ""
     tables: tuple[str, ...] = ()
     aggregate_types: frozenset[str] = frozenset()  # the events it reads; others only move its position
+    reads_metadata: bool = False  # whether apply reads the events' metadata: streams leave it out otherwise
     inline: bool = False
     description: str = ""
 
@@ -161,20 +163,21 @@ class _StreamOptions(TypedDict, total=False):
     limit: int | None
 
 
-def _apply_all(projection: Projection, tables: dict[str, str], after: Position,
+def _apply_all(projection: Projection, tables: dict[str, str], after: Position, *, careful: bool,
                **stream_options: Unpack[_StreamOptions]) -> tuple[Position, int]:  # fmt: skip
     """Apply the events after `after`; return where it got and how many.
 
-    At an event the projection cannot apply, raises ProjectionStopped, the events before it applied.
+    At an event the projection cannot apply, raises _Refused, or, `careful`, ProjectionStopped
+    with the events before it applied.
     """
     position, applied = after, 0
     # Closed even when stopped, so that the next stream may declare its cursor under the same name.
-    with closing(stream(after, **stream_options)) as batches:
+    with closing(stream(after, metadata=projection.reads_metadata, **stream_options)) as batches:
         for batch in batches:
             relevant = [event for event in batch if event.aggregate_type in projection.aggregate_types]
             if relevant:
                 try:
-                    _apply_batch(projection, relevant, tables)
+                    _apply_batch(projection, relevant, tables, careful=careful)
                 except ProjectionStopped as stopped:
                     before = next(n for n, event in enumerate(batch) if event.id == stopped.event_id)
                     stopped.position = batch[before - 1].position if before else position
@@ -184,7 +187,28 @@ def _apply_all(projection: Projection, tables: dict[str, str], after: Position,
     return position, applied
 
 
-def _apply_batch(projection: Projection, events: list[StoredEvent], tables: dict[str, str]) -> None:
+class _Refused(Exception):
+    """A projection could not apply an event of a batch applied with no savepoint: the transaction
+    is lost, and its caller runs it again carefully (_quickly_else_carefully)."""
+
+
+def _apply_batch(projection: Projection, events: list[StoredEvent], tables: dict[str, str], *, careful: bool) -> None:
+    """Apply `events` to `tables`.
+
+    Quickly (not `careful`): as they are, an event the projection cannot apply raising _Refused.
+    Carefully: in a savepoint, and when an event is refused, one at a time to find it, raising
+    ProjectionStopped with the events before it applied. Savepoints cost a round trip each and a
+    subtransaction that the rest of the transaction pays for: a rebuild or verification, with
+    thousands of batches, takes a fifth longer with them, to find an event that is mostly not there.
+    """
+    if not careful:
+        try:
+            projection.apply(events, tables)
+        except Exception as refused:
+            if not _caused_by_the_event(refused):
+                raise
+            raise _Refused from refused
+        return
     if _error(projection, events, tables) is None:
         return
     # One at a time, to find the event: projections fold from the rows already
@@ -206,17 +230,32 @@ def _error(projection: Projection, events: list[StoredEvent], tables: dict[str, 
     return None
 
 
+_Result = TypeVar("_Result")
+
+
+def _quickly_else_carefully(run: Callable[[bool], _Result]) -> _Result:
+    """`run(careful)`, a whole transaction, quickly; if a batch was refused, again carefully (_apply_batch)."""
+    try:
+        return run(False)
+    except _Refused:
+        return run(True)
+
+
 def _step(projection: Projection, name: str, tables: dict[str, str], *, limit: int) -> int:
     """Apply up to `limit` events after the checkpoint `name` and advance it, in one transaction.
 
     At an event the projection cannot apply, commits the events before it and
     the checkpoint just before it, with the stop recorded, then raises ProjectionStopped.
     """
+    return _quickly_else_carefully(functools.partial(_step_once, projection, name, tables, limit=limit))
+
+
+def _step_once(projection: Projection, name: str, tables: dict[str, str], careful: bool, *, limit: int) -> int:
     stopped = None
     with transaction.atomic():
         row = checkpoint(name, lock=True)
         try:
-            position, applied = _apply_all(projection, tables, position_of(row), limit=limit)
+            position, applied = _apply_all(projection, tables, position_of(row), limit=limit, careful=careful)
         except ProjectionStopped as error:
             assert error.position is not None  # _apply_all sets it before the stop leaves it
             stopped, position, applied = error, error.position, error.applied
@@ -324,7 +363,7 @@ def rebuild_together(chosen: Sequence[Projection], *, progress: Progress | None 
             if steps == 0:
                 return [], stops
             steps -= 1
-        read, stopped = _step_together(going, shadows, limit=chunk)
+        read, stopped = _quickly_else_carefully(functools.partial(_step_together, going, shadows, limit=chunk))
         stops += stopped
         going = [projection for projection in going if projection.name not in {stop.projection for stop in stopped}]
         progress.done += read
@@ -332,6 +371,8 @@ def rebuild_together(chosen: Sequence[Projection], *, progress: Progress | None 
         if read < chunk:
             break
     for projection in going:
+        for table, copy in shadows[projection.name].items():
+            _add_indexes(copy, table)
         _swap(projection, shadows[projection.name], _rebuild_name(projection))
     return going, stops
 
@@ -347,11 +388,11 @@ def _prepare_shadow(projection: Projection, shadow: dict[str, str], restart: boo
         ProjectionCheckpoint.objects.filter(name=name).delete()
         for table, copy in shadow.items():
             _execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_identifier(copy)))
-            _execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(_identifier(copy), _identifier(table)))
+            _create_copy(copy, table)
         checkpoint(name)
 
 
-def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
+def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]], careful: bool,
                    *, limit: int) -> tuple[int, list[ProjectionStopped]]:  # fmt: skip
     """One committed chunk of a rebuild: up to `limit` events from the earliest of the projections'
     checkpoints, each applied to the projections that have not had it; return how many were read,
@@ -362,7 +403,8 @@ def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
         applied = dict.fromkeys(rows, 0)
         stops: dict[str, ProjectionStopped] = {}
         read, before = 0, min(positions.values())
-        with closing(stream_ahead(before, limit=limit)) as batches:
+        metadata = any(projection.reads_metadata for projection in going)
+        with closing(stream_ahead(before, limit=limit, metadata=metadata)) as batches:
             for batch in batches:
                 read += len(batch)
                 for projection in going:
@@ -374,7 +416,7 @@ def _step_together(going: list[Projection], shadows: dict[str, dict[str, str]],
                     try:
                         relevant = [event for event in unseen if event.aggregate_type in projection.aggregate_types]
                         if relevant:
-                            _apply_batch(projection, relevant, shadows[name])
+                            _apply_batch(projection, relevant, shadows[name], careful=careful)
                     except ProjectionStopped as stopped:
                         kept = next(n for n, event in enumerate(unseen) if event.id == stopped.event_id)
                         stopped.position = unseen[kept - 1].position if kept else positions[name]
@@ -402,20 +444,21 @@ def _swap(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: st
     checkpoint (which stays where it was), as a step records it.
     """
     try:
-        _swap_now(projection, shadow, rebuild_checkpoint)
+        _quickly_else_carefully(functools.partial(_swap_now, projection, shadow, rebuild_checkpoint))
     except ProjectionStopped as stopped:
         with transaction.atomic():
             _record_stop(checkpoint(rebuild_checkpoint, lock=True), stopped)
         raise
 
 
-def _swap_now(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: str) -> None:
+def _swap_now(projection: Projection, shadow: dict[str, str], rebuild_checkpoint: str, careful: bool) -> None:
     with transaction.atomic():
         row = checkpoint(rebuild_checkpoint, lock=True)
         live_row = None if projection.inline else checkpoint(projection.name, lock=True)
         for table in projection.tables:
             _execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_identifier(table)))
-        position, applied = _apply_all(projection, shadow, position_of(row), horizon=not projection.inline)
+        position, applied = _apply_all(projection, shadow, position_of(row), careful=careful,
+                                       horizon=not projection.inline)  # fmt: skip
         for table, copy in shadow.items():
             _replace_table(table, copy)
         if live_row is not None:
@@ -431,7 +474,7 @@ _INDEX_NAME = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S+ ")
 
 
 def _indexes(table: str) -> dict[str, str]:
-    """Index name -> definition with the index and table names taken out."""
+    """Index name -> definition with the index and table names taken out ("CREATE INDEX USING ...")."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
@@ -439,6 +482,48 @@ def _indexes(table: str) -> dict[str, str]:
             [table],
         )
         return {name: _INDEX_NAME.sub(r"CREATE \1INDEX ", definition) for name, definition in cursor.fetchall()}
+
+
+# The constraints of a table that an index enforces (primary key, unique, exclusion), and
+# its unique indexes that enforce none: what a copy's writes need from the start.
+_UNIQUE = """
+SELECT pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid)
+  FROM pg_index i
+  LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x')
+ WHERE i.indrelid = %s::regclass AND (i.indisunique OR c.oid IS NOT NULL)
+"""
+
+
+def _create_copy(copy: str, table: str, *, temporary: bool = False) -> None:
+    """Create `copy` with `table`'s columns, defaults and constraints, and of its indexes only those
+    its writes need: the unique ones, by which ON CONFLICT and the updates find a row. Each other
+    index would cost every one of a rebuild's millions of writes; _add_indexes builds them once, at
+    the end, over the finished table (a replay to verify against needs none of them)."""
+    create = "CREATE TEMP TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES) ON COMMIT DROP" if temporary else (
+        "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)")  # fmt: skip
+    _execute(sql.SQL(create).format(_identifier(copy), _identifier(table)))
+    with connection.cursor() as cursor:
+        cursor.execute(_UNIQUE, [table])
+        unique = cursor.fetchall()
+    for constraint, index in unique:
+        if constraint is not None:
+            _execute(sql.SQL("ALTER TABLE ") + _identifier(copy) + sql.SQL(" ADD " + constraint))
+        else:
+            _create_index(_INDEX_NAME.sub(r"CREATE \1INDEX ", index), copy)
+
+
+def _add_indexes(copy: str, table: str) -> None:
+    """Give `copy` each index of `table` it lacks (a resumed rebuild may have built some already)."""
+    built = set(_indexes(copy).values())
+    for definition in _indexes(table).values():
+        if definition not in built:
+            _create_index(definition, copy)
+
+
+def _create_index(definition: str, table: str) -> None:
+    """Create on `table` the index of `definition`, as _indexes gives it ("CREATE INDEX USING ...")."""
+    head, rest = definition.split(" USING ", 1)
+    _execute(sql.SQL(head + " ON ") + _identifier(table) + sql.SQL(" USING " + rest))
 
 
 # Who holds what on a table and on each of its columns (column NULL for the table),
@@ -531,18 +616,21 @@ def verify_together(chosen: Sequence[Projection], *, limit: int = 100) -> dict[s
     events, so that drift elsewhere is still found. At most `limit` differing
     rows per table and kind are returned (0: none), all of them counted.
     """
+    return _quickly_else_carefully(functools.partial(_verify, chosen, limit=limit))
+
+
+def _verify(chosen: Sequence[Projection], careful: bool, *, limit: int) -> dict[str, Findings]:
     found: dict[str, Findings] = {}
     with transaction.atomic():
         _execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         copies = {projection.name: {table: f"verify_{table}" for table in projection.tables} for projection in chosen}
         for table, copy in ((table, copy) for tables in copies.values() for table, copy in tables.items()):
-            _execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING ALL) ON COMMIT DROP").format(
-                _identifier(copy), _identifier(table)))  # fmt: skip
+            _create_copy(copy, table, temporary=True)
         until = {
             projection.name: None if projection.inline else position_of(checkpoint(projection.name))
             for projection in chosen
         }
-        stops = _replay_together([p for p in chosen if until[p.name] != START], copies, until)
+        stops = _replay_together([p for p in chosen if until[p.name] != START], copies, until, careful)
         for projection in chosen:
             findings = found[projection.name] = Findings(stops.get(projection.name, []))
             findings.total = len(findings)
@@ -568,8 +656,8 @@ def _differing(left: str, right: str, limit: int) -> tuple[int, list[tuple[Any, 
         return count, cursor.fetchall()
 
 
-def _replay_together(chosen: list[Projection], copies: dict[str, dict[str, str]],
-                     until: dict[str, Position | None]) -> dict[str, list[ProjectionStopped]]:  # fmt: skip
+def _replay_together(chosen: list[Projection], copies: dict[str, dict[str, str]], until: dict[str, Position | None],
+                     careful: bool) -> dict[str, list[ProjectionStopped]]:  # fmt: skip
     """Replay the log once into each projection's copies, each up to its `until` (None: the end);
     return, by projection, the events it could not apply, going on after each without the
     rest of its aggregate's events."""
@@ -581,7 +669,8 @@ def _replay_together(chosen: list[Projection], copies: dict[str, dict[str, str]]
     with connection.cursor() as cursor:  # the reader sees the log exactly as this transaction does
         cursor.execute("SELECT pg_export_snapshot()")
         snapshot = cursor.fetchone()[0]
-    with closing(stream_ahead(START, horizon=False, until=last, snapshot=snapshot)) as batches:
+    metadata = any(projection.reads_metadata for projection in chosen)
+    with closing(stream_ahead(START, horizon=False, until=last, metadata=metadata, snapshot=snapshot)) as batches:
         for batch in batches:
             for projection in chosen:
                 end, skip = until[projection.name], {stop.aggregate_id for stop in stops[projection.name]}
@@ -592,7 +681,7 @@ def _replay_together(chosen: list[Projection], copies: dict[str, dict[str, str]]
                 while events:
                     try:
                         _apply_batch(projection, [event for event in events if event.aggregate_id not in skip],
-                                     copies[projection.name])  # fmt: skip
+                                     copies[projection.name], careful=careful)  # fmt: skip
                         break
                     except ProjectionStopped as stopped:
                         stops[projection.name].append(stopped)

@@ -223,6 +223,62 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped():
     assert not projections.ProjectionCheckpoint.objects.filter(name__endswith="__rebuild").exists()
 
 
+def indexes(table):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes WHERE tablename = %s", [table]
+        )
+        return dict(cursor.fetchall())
+
+
+def test_a_rebuild_writes_its_shadow_with_the_unique_index_only_and_swaps_in_every_index():
+    for n in range(4):
+        AccountFactory(initial_deposit=n)
+    live = indexes("account_read_model")
+    assert len(live) > 1  # the lists' and searches' indexes besides the primary key
+    assert projections.rebuild(account_projection, chunk=2, steps=1) is False
+    # The primary key that the writes find rows by, and no index each write would have to keep.
+    assert indexes("account_read_model__rebuild") == {"account_read_model__rebuild_pkey": "btree (account_id)"}
+    assert projections.rebuild(account_projection, chunk=2) is True
+    assert indexes("account_read_model") == live  # every index, under its own name
+    assert projections.verify(account_projection) == []
+
+
+def test_without_a_refused_event_rebuild_and_verify_take_no_savepoint():
+    for n in range(3):
+        AccountFactory(initial_deposit=n)
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    assert projections.rebuild(daily_statements, steps=0) is False  # its checkpoint made (get_or_create's savepoint)
+    with connection.execute_wrapper(record):
+        assert projections.rebuild(daily_statements, chunk=2)
+        assert projections.verify(daily_statements) == []
+    assert statements and not [sql for sql in statements if "SAVEPOINT" in sql.upper()]
+
+
+def test_a_projection_is_given_the_events_metadata_only_if_it_says_it_reads_it(monkeypatch):
+    account = AccountFactory(initial_deposit=5)
+    original, seen = daily_statements.apply, []
+
+    def apply(events, tables):
+        seen.extend(event.metadata for event in events if event.aggregate_id == account.id)
+        original(events, tables)
+
+    monkeypatch.setattr(daily_statements, "apply", apply)
+    assert projections.rebuild(daily_statements)
+    with pytest.raises(LookupError, match="did not read the events' metadata"):
+        seen[0].get("correlation_id")  # a mistake said at once, not an empty mapping taken for the truth
+    monkeypatch.setattr(daily_statements, "reads_metadata", True)
+    for run in (projections.rebuild, projections.verify):
+        seen.clear()
+        run(daily_statements)
+        assert seen == [event.metadata for event in store.load(account.id)]
+
+
 def test_a_batch_of_statements_with_a_turnover_past_64_bits_is_written_exactly(settings):
     settings.ACCOUNT_AMOUNT_CEILING = 2**64
     big = 2**62
