@@ -1,6 +1,7 @@
 """The bank's projections: the account read model, the daily statements and the bank's totals."""
 
 import datetime
+import uuid
 
 import pytest
 from django.db import OperationalError, connection
@@ -191,6 +192,22 @@ def test_verify_finds_a_row_changed_behind_the_projections_back():
     drifts = projections.verify(account_projection)
     assert {d.kind for d in drifts} == {"missing", "unexpected"}
     assert any(d.row[0] == account.id and 999 in d.row for d in drifts)
+
+
+def test_verify_counts_every_row_the_table_lacks_or_holds_beyond_replay_and_shows_at_most_the_limit():
+    accounts = [AccountFactory(initial_deposit=n) for n in (10, 20, 30)]
+    Account.objects.filter(account_id__in=[account.id for account in accounts[:2]]).delete()
+    now = datetime.datetime.now(datetime.UTC)
+    Account.objects.create(account_id=uuid.uuid4(), owner="Ghost", currency="EUR", balance=0, status="active",
+                           version=1, opened_at=now, last_activity_at=now)  # fmt: skip
+    everything = projections.verify(account_projection)
+    assert {drift.row[0] for drift in everything if drift.kind == "missing"} == {account.id for account in accounts[:2]}
+    assert [drift.row[1] for drift in everything if drift.kind == "unexpected"] == ["Ghost"]
+    assert everything.total == 3
+    one_each = projections.verify(account_projection, limit=1)
+    assert sorted(drift.kind for drift in one_each) == ["missing", "unexpected"] and one_each.total == 3
+    counted = projections.verify(account_projection, limit=0)
+    assert counted == [] and counted.total == 3
 
 
 def test_rebuild_swaps_in_tables_equal_to_replay_and_keeps_the_names():
