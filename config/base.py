@@ -19,6 +19,7 @@ env = environ.Env(
     ALLOWED_HOSTS=(list, ["127.0.0.1", "localhost"]),
     EVENTSTORE_SNAPSHOT_EVERY=(int, 100),
     EVENTSTORE_RECENT_STATES=(int, 10_000),
+    EVENTSTORE_VERIFY_TEMP_BUFFERS=(str, "1GB"),
     DEFAULT_CURRENCY=(str, "EUR"),
     ACCOUNT_AMOUNT_CEILING=(int, 10**13),
     WEB_LOCK_TIMEOUT_MS=(int, 3_000),
@@ -47,6 +48,8 @@ EVENTSTORE_SIGNING_KEYS = env.str("EVENTSTORE_SIGNING_KEYS", default="") or (
 )
 # How many aggregates' states each process keeps from its own commands (0: none).
 EVENTSTORE_RECENT_STATES = env("EVENTSTORE_RECENT_STATES")
+# The server memory verify_projections asks for the temporary tables it replays into (temp_buffers).
+EVENTSTORE_VERIFY_TEMP_BUFFERS = env("EVENTSTORE_VERIFY_TEMP_BUFFERS")
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY")
 # Every amount a command moves must be below this many minor units.
 ACCOUNT_AMOUNT_CEILING = env("ACCOUNT_AMOUNT_CEILING")

@@ -276,6 +276,32 @@ def test_verify_commands_refuse_a_show_count_outside_0_to_2147483647_with_a_comm
         call_command(command, "--show", show, stdout=io.StringIO())
 
 
+def temp_buffers():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW temp_buffers")
+        return cursor.fetchone()[0]
+
+
+def test_verify_projections_gives_its_replay_the_temporary_memory_set_unless_the_session_already_has_some(settings):
+    settings.EVENTSTORE_VERIFY_TEMP_BUFFERS = "64MB"
+    AccountFactory(initial_deposit=1)
+    connection.close()  # a session of its own, as the command has when an operator runs it
+    call_command("verify_projections", stdout=io.StringIO())
+    assert temp_buffers() == "64MB"
+    connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE used (n int)")  # past this, the server refuses the change
+    call_command("verify_projections", stdout=io.StringIO())
+    assert temp_buffers() == "8MB"
+
+
+def test_verify_projections_says_which_setting_the_server_refused(settings):
+    settings.EVENTSTORE_VERIFY_TEMP_BUFFERS = "a lot"
+    connection.close()
+    with pytest.raises(CommandError, match="EVENTSTORE_VERIFY_TEMP_BUFFERS is 'a lot', which the server refuses"):
+        call_command("verify_projections", stdout=io.StringIO())
+
+
 def test_verify_projections_showing_one_difference_still_reports_the_drift():
     account = AccountFactory(initial_deposit=100)
     Account.objects.filter(account_id=account.id).update(status="frozen")

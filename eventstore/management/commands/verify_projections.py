@@ -3,7 +3,9 @@
 import argparse
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
 
 from eventstore import projections
 
@@ -48,6 +50,7 @@ class Command(BaseCommand):
         except KeyError as error:
             raise CommandError(error.args[0]) from None
         rows = events = 0
+        _ask_for_temp_buffers(settings.EVENTSTORE_VERIFY_TEMP_BUFFERS)
         findings_of = projections.verify_together(chosen, limit=show)  # one replay of the log for all of them
         for projection in chosen:
             findings = findings_of[projection.name]
@@ -67,3 +70,22 @@ class Command(BaseCommand):
         found += [f"{counted(events, 'event')} could not be applied"] if events else []
         if found:
             raise CommandError("; ".join(found) + ".", returncode=1)
+
+
+def _ask_for_temp_buffers(size: str) -> None:
+    """Let this session's temporary tables, which replay writes, grow to `size` in the server's memory.
+
+    At the default (8 MB) a replay of millions of events sends its tables back and forth to the
+    operating system: at 10,000,000 events, verification took 319 s instead of 281 s. The server
+    allows the change only before a session's first temporary table; a session past that (a test's,
+    say) keeps the size it has.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_my_temp_schema() = 0")
+        if not cursor.fetchone()[0]:
+            return
+        try:
+            cursor.execute("SELECT set_config('temp_buffers', %s, false)", [size])
+        except DatabaseError as error:
+            refused = f"EVENTSTORE_VERIFY_TEMP_BUFFERS is {size!r}, which the server refuses: {error}"
+            raise CommandError(refused) from None
