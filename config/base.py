@@ -10,7 +10,7 @@ from pathlib import Path
 
 import environ
 
-from config import grants
+from config import grants, logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -20,6 +20,7 @@ env = environ.Env(
     EVENTSTORE_SNAPSHOT_EVERY=(int, 100),
     EVENTSTORE_RECENT_STATES=(int, 10_000),
     EVENTSTORE_VERIFY_TEMP_BUFFERS=(str, "1GB"),
+    LOG_LEVEL=(str, "INFO"),
     DEFAULT_CURRENCY=(str, "EUR"),
     ACCOUNT_AMOUNT_CEILING=(int, 10**13),
     WEB_LOCK_TIMEOUT_MS=(int, 3_000),
@@ -74,6 +75,8 @@ WEB_STATEMENT_TIMEOUT_MS = env("WEB_STATEMENT_TIMEOUT_MS")
 DATABASE_GRANTS = grants.DATABASE_GRANTS
 # Which database the ORM reads and writes; the event store's read helpers ask the same router.
 DATABASE_ROUTERS = ["eventstore.db.Router"]
+# Log lines on standard error: LOG_FORMAT json (one object per line, production's default) or text.
+LOGGING = logs.config(env.str("LOG_FORMAT", default="text"), env("LOG_LEVEL"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -101,6 +104,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "config.requests.RefuseNulMiddleware",
     "eventstore.context.EventMetadataMiddleware",
+    "config.requests.RequestLogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",

@@ -9,6 +9,7 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
+from config import logs
 from config.base import *  # noqa: F403
 from config.base import STORAGES, database, env
 
@@ -38,6 +39,7 @@ SESSION_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"
+LOGGING = logs.config(env.str("LOG_FORMAT", default="json"), env("LOG_LEVEL"))
 
 # Hashed, compressed files served by whitenoise: run `manage.py collectstatic` at deploy.
 STATIC_ROOT = BASE_DIR / "staticfiles"  # noqa: F405

@@ -1,4 +1,4 @@
-"""What every web request gets before a view runs: NUL bytes refused, database waits bounded.
+"""What every web request gets around its view: NUL bytes refused, database waits bounded, a log line.
 
 * A NUL byte cannot be stored in PostgreSQL text, so one in the address, the
   query string or a form reaches the database as an error. Forms refuse it
@@ -10,17 +10,24 @@
   for its account's lock is refused with "the account is busy; nothing was
   done". Management commands and projection runners keep the server's defaults:
   a rebuild may rightly run for an hour.
+* Each request is logged once it is answered (method, path, status, milliseconds),
+  inside its event metadata, so the line carries the request id, correlation id
+  and actor that a command's events carry too (config/logs.py). The path only:
+  a query string may hold a customer's name.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
+import time
 
 from django.conf import settings
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from django.shortcuts import render
 
+log = logging.getLogger("bank.requests")
 _serving_request: contextvars.ContextVar[bool] = contextvars.ContextVar("serving_request", default=False)
 
 
@@ -47,6 +54,23 @@ class RefuseNulMiddleware:
                 status=400,
             )
         return self.get_response(request)
+
+
+class RequestLogMiddleware:
+    """After EventMetadataMiddleware, so that the line is written inside the request's metadata."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        log.info(
+            "%s %s %s %.1f ms", request.method, request.path, response.status_code, ms,
+            extra={"method": request.method, "path": request.path, "status": response.status_code, "ms": ms},
+        )  # fmt: skip
+        return response
 
 
 class DatabaseTimeoutsMiddleware:

@@ -33,6 +33,11 @@ def current() -> dict[str, Any]:
     return values
 
 
+def in_force() -> Mapping[str, Any]:
+    """The metadata in force as it is, for a log line (which must not mint a correlation id)."""
+    return _metadata.get()
+
+
 @contextmanager
 def metadata_context(**values: Any) -> Iterator[None]:
     """Lay `values` over the metadata in force for the code inside the block."""

@@ -209,7 +209,8 @@ def database_url() -> str:
 
 def manage(*args, **popen):
     """Start `manage.py ARGS` against the test database; returns the Popen."""
-    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+    # Its log lines as production writes them, one JSON object each (config/logs.py).
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", "LOG_FORMAT": "json"}
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.Popen(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, text=True,

@@ -1,6 +1,7 @@
 """Four eyes: large withdrawals and transfers, every close and every unfreeze wait for a second person."""
 
 import io
+import logging
 import threading
 
 import pytest
@@ -220,15 +221,15 @@ def test_a_request_past_its_time_cannot_be_approved_and_expire_requests_writes_i
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_runner_and_expire_requests_write_expired_and_the_read_model_rebuilds_and_verifies(settings):
+def test_the_runner_and_expire_requests_write_expired_and_the_read_model_rebuilds_and_verifies(settings, caplog):
     settings.APPROVAL_EXPIRES_AFTER_HOURS = 0
     account = AccountFactory(initial_deposit=5_000_000)
     with as_staff("tina"):
         waited = asked(lambda: services.withdraw(account_id=account.id, amount=LARGE, reason="car"))
         approved = asked(lambda: services.close_account(account_id=AccountFactory(initial_deposit=0).id, reason="r"))
-    out = io.StringIO()
-    call_command("run_projections", "--once", stdout=out)
-    assert "expired approval requests: 2" in out.getvalue()
+    with caplog.at_level(logging.INFO, logger="eventstore.runner"):
+        call_command("run_projections", "--once")
+    assert "expired approval requests: 2" in caplog.text
     assert services.get_request(waited.id).state == services.get_request(approved.id).state == EXPIRED
     out = io.StringIO()
     call_command("expire_requests", stdout=out)

@@ -3,6 +3,7 @@
 import datetime
 import io
 import json
+import logging
 import signal
 import time
 import uuid
@@ -130,20 +131,21 @@ def event_counts(monkeypatch):
         cursor.execute("DROP TABLE test_event_counts")
 
 
-def test_run_projections_once_stops_the_projection_that_cannot_apply_an_event_and_runs_the_others(tamper, event_counts):
+def test_run_projections_once_stops_the_projection_that_cannot_apply_an_event_and_runs_the_others(
+    tamper, event_counts, caplog
+):
     broken = AccountFactory(initial_deposit=100)
     bad = tamper(broken.id, "Deposited", {})
     later = AccountFactory(initial_deposit=7)
     settle()
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.raises(SystemExit) as exited:
-        call_command("run_projections", "--once", stdout=out, stderr=err)
+    with caplog.at_level(logging.INFO, logger="eventstore.runner"), pytest.raises(SystemExit) as exited:
+        call_command("run_projections", "--once")
     assert exited.value.code == 4
-    assert err.getvalue().splitlines() == [
+    assert [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR] == [
         stop_line(name, bad, broken.id, 2, "Deposited", "KeyError: 'amount'")
         for name in ("daily_statements", "bank_totals")  # both read the amount
     ]
-    assert "test_event_counts: applied" in out.getvalue()
+    assert "test_event_counts: applied" in caplog.text
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT account_id, events FROM test_event_counts WHERE account_id = ANY(%s)", [[broken.id, later.id]]
@@ -162,7 +164,7 @@ def test_a_runner_says_once_that_a_projection_stopped_releases_it_and_keeps_runn
     try:
         lines = wait_for(runner, "stopped at event")
         lines += wait_for(runner, "stopped at event")
-        assert {line.rstrip("\n") for line in lines if "stopped at event" in line} == {
+        assert {json.loads(line)["message"] for line in lines if "stopped at event" in line} == {
             stop_line(name, bad, broken.id, 2, "Deposited", "KeyError: 'amount'")
             for name in ("daily_statements", "bank_totals")
         }

@@ -5,6 +5,7 @@ the roles are committed too: each test makes its own, and drops them after.
 """
 
 import io
+import logging
 import signal
 import uuid
 
@@ -94,7 +95,7 @@ def test_a_rebuilt_read_model_keeps_its_grants(roles):
         set_role(None)
 
 
-def test_owner_app_and_runner_each_do_their_part_through_a_rebuild(roles):
+def test_owner_app_and_runner_each_do_their_part_through_a_rebuild(roles, caplog):
     app, runner = roles
     teller = UserFactory(role="teller", username=f"teller_{uuid.uuid4().hex[:8]}")
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # run_projections sets them
@@ -125,9 +126,9 @@ def test_owner_app_and_runner_each_do_their_part_through_a_rebuild(roles):
         set_role(app)
         second = serve_commands_and_pages(client)
         set_role(runner)
-        out = io.StringIO()
-        call_command("run_projections", "--once", stdout=out)
-        assert "running daily_statements" in out.getvalue() and "running bank_totals" in out.getvalue()
+        with caplog.at_level(logging.INFO, logger="eventstore.runner"):
+            call_command("run_projections", "--once")
+        assert "running daily_statements" in caplog.text and "running bank_totals" in caplog.text
         assert current_user() == runner
     finally:
         set_role(None)

@@ -1,5 +1,6 @@
 """run_projections: keep the asynchronous projections current, one runner per projection."""
 
+import logging
 import signal
 import sys
 import time
@@ -13,6 +14,7 @@ from eventstore import db, projections, registry
 from eventstore.context import metadata_context, system_actor
 
 STOPPED = 4  # exit status of --once when a projection stopped at an event it cannot apply
+log = logging.getLogger("eventstore.runner")  # its lines go out as the site's logs do (config/logs.py)
 
 
 class Command(BaseCommand):
@@ -21,7 +23,7 @@ class Command(BaseCommand):
         "(LISTEN/NOTIFY, with polling as a fallback) and apply them in batches. Each projection "
         "has one runner at a time, held by a PostgreSQL advisory lock: a second runner waits. "
         "A projection that reaches an event it cannot apply stops there, says so in one line on "
-        "stderr and is released; the others go on (--once then exits 4). "
+        "the log and is released; the others go on (--once then exits 4). "
         "The runner holding projections also does the apps' periodic chores (expiring approval requests). "
         "Stops cleanly on SIGINT or SIGTERM, after the batch in hand."
     )
@@ -64,10 +66,10 @@ class Command(BaseCommand):
                         continue
                     if projections.try_lock_runner(projection.name):
                         owned.append(projection)
-                        self.stdout.write(f"running {projection.name}")
+                        log.info("running %s", projection.name)
                     elif projection.name not in told:
                         told.add(projection.name)
-                        self.stdout.write(f"waiting: another runner holds {projection.name}")
+                        log.info("waiting: another runner holds %s", projection.name)
                 for projection in list(owned):
                     try:
                         self._catch_up(projection, batch)
@@ -77,7 +79,7 @@ class Command(BaseCommand):
                         owned.remove(projection)
                         projections.unlock_runner(projection.name)
                         stopped.append(projection)
-                        self.stderr.write(str(stop))
+                        log.error("%s", stop)
                 if owned:  # the active runner; one waiting to take over does none
                     self._chores(chores_due)
                 if once:
@@ -92,7 +94,7 @@ class Command(BaseCommand):
             for projection in owned:
                 projections.unlock_runner(projection.name)
             listener.close()
-        self.stdout.write("stopped")
+        log.info("stopped")
 
     def _chores(self, due: dict[str, float]) -> None:
         for chore in registry.chores:
@@ -101,11 +103,11 @@ class Command(BaseCommand):
             due[chore.name] = time.monotonic() + chore.every_seconds
             done = chore.run()
             if done:
-                self.stdout.write(f"{chore.name}: {done}")
+                log.info("%s: %s", chore.name, done)
 
     def _catch_up(self, projection: projections.Projection, batch: int) -> None:
         applied = batch
         while applied == batch and not self.stopping:
             applied = projections.catch_up(projection, limit=batch)
             if applied:
-                self.stdout.write(f"{projection.name}: applied {applied} events")
+                log.info("%s: applied %d events", projection.name, applied)
