@@ -20,6 +20,8 @@ env = environ.Env(
     EVENTSTORE_SNAPSHOT_EVERY=(int, 100),
     EVENTSTORE_RECENT_STATES=(int, 10_000),
     EVENTSTORE_VERIFY_TEMP_BUFFERS=(str, "1GB"),
+    HEALTH_PROJECTION_LAG_EVENTS=(int, 10_000),
+    HEALTH_PROJECTION_LAG_SECONDS=(int, 60),
     LOG_LEVEL=(str, "INFO"),
     DEFAULT_CURRENCY=(str, "EUR"),
     ACCOUNT_AMOUNT_CEILING=(int, 10**13),
@@ -75,6 +77,10 @@ WEB_STATEMENT_TIMEOUT_MS = env("WEB_STATEMENT_TIMEOUT_MS")
 DATABASE_GRANTS = grants.DATABASE_GRANTS
 # Which database the ORM reads and writes; the event store's read helpers ask the same router.
 DATABASE_ROUTERS = ["eventstore.db.Router"]
+# /healthz answers 503 once an asynchronous projection has this many events to apply, or has
+# had one waiting this many seconds (its runner is down, stuck or far behind).
+HEALTH_PROJECTION_LAG_EVENTS = env("HEALTH_PROJECTION_LAG_EVENTS")
+HEALTH_PROJECTION_LAG_SECONDS = env("HEALTH_PROJECTION_LAG_SECONDS")
 # Log lines on standard error: LOG_FORMAT json (one object per line, production's default) or text.
 LOGGING = logs.config(env.str("LOG_FORMAT", default="text"), env("LOG_LEVEL"))
 
@@ -87,6 +93,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "axes",
+    "health_check",
     "eventstore",
     "accounts",
 ]

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.forms import StaffLoginForm
+from config.health import Health
 
 admin.site.site_header = "Bank back-office administration"
 admin.site.site_title = "Bank admin"
@@ -15,5 +16,6 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("healthz", Health.as_view(), name="healthz"),
     path("", include("accounts.urls")),
 ]

@@ -1,0 +1,76 @@
+"""/healthz: what a load balancer and the monitoring ask each web server, with no login and no data.
+
+200 when the database answers and the projection runners keep up; 503 otherwise,
+with the reason (django-health-check's view, as HTML, text or JSON by the Accept
+header or ?format=). 503, not the library's 500: the server is not broken, it
+should leave the rotation until it answers 200 again. Nothing here writes: a
+health check is asked every few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from health_check.base import HealthCheck
+from health_check.exceptions import ServiceUnavailable
+from health_check.views import HealthCheckView
+
+from eventstore import projections
+from eventstore.models import ProjectionCheckpoint
+from eventstore.store import START, backlog
+
+
+@dataclasses.dataclass
+class ProjectionsCurrent(HealthCheck):
+    """Every asynchronous projection is running close behind the log: not stopped at an event,
+    fewer than HEALTH_PROJECTION_LAG_EVENTS events waiting for it, and none of them waiting
+    longer than HEALTH_PROJECTION_LAG_SECONDS. Staff would otherwise see stale lists and statements."""
+
+    def run(self) -> None:
+        names = [projection.name for projection in projections.asynchronous()]
+        rows = {row.name: row for row in ProjectionCheckpoint.objects.filter(name__in=names)}
+        most, longest = settings.HEALTH_PROJECTION_LAG_EVENTS, settings.HEALTH_PROJECTION_LAG_SECONDS
+        for name in names:
+            row = rows.get(name)
+            if row is not None and row.failed_event_id is not None:
+                raise ServiceUnavailable(f"{name} stopped at event {row.failed_event_id}")
+            waiting, oldest = backlog(projections.position_of(row) if row else START, limit=most)
+            if waiting >= most:
+                raise ServiceUnavailable(f"{name} has {most:,} or more events to apply")
+            if oldest is not None and (age := (timezone.now() - oldest).total_seconds()) > longest:
+                raise ServiceUnavailable(f"{name} has had events waiting for {age:.0f} s")
+
+
+class _ClosingThreads(ThreadPoolExecutor):
+    """Runs each check in a thread of its own that closes the database connections it opened when the
+    check ends: Django's connections are per thread, and a check asked every few seconds must leave
+    no session behind."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def closing() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                connections.close_all()
+
+        return super().submit(closing)
+
+
+class Health(HealthCheckView):
+    checks = ("health_check.checks.Database", "config.health.ProjectionsCurrent")
+
+    def get_executor(self) -> ThreadPoolExecutor:
+        return _ClosingThreads(max_workers=len(self.checks))
+
+    async def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response: HttpResponse = await super().get(request, *args, **kwargs)
+        if response.status_code == 500:
+            response.status_code = 503
+        return response

@@ -1,0 +1,71 @@
+"""/healthz: 200 while the database answers and the runners keep up, 503 with the reason otherwise."""
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from eventstore import projections
+from tests.factories import AccountFactory
+from tests.support import settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def health(**headers):
+    response = Client().get("/healthz", HTTP_ACCEPT="application/json", **headers)  # nobody signed in
+    return response.status_code, response.json()
+
+
+def caught_up():
+    settle()
+    for projection in projections.asynchronous():
+        while projections.catch_up(projection):
+            pass
+
+
+def test_healthz_answers_200_without_a_login_when_the_runners_are_current():
+    AccountFactory(initial_deposit=10)
+    caught_up()
+    status, checks = health()
+    assert status == 200
+    assert checks == {"Database(alias='default')": "OK", "ProjectionsCurrent()": "OK"}
+    # The checks ran in threads of their own, which closed their connections: asked every few
+    # seconds, /healthz must leave no session behind.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def test_healthz_answers_503_naming_a_projection_stopped_at_an_event():
+    AccountFactory(initial_deposit=10)
+    caught_up()
+    projections.ProjectionCheckpoint.objects.filter(name="daily_statements").update(failed_event_id=1234)
+    status, checks = health()
+    assert status == 503
+    assert checks["ProjectionsCurrent()"] == "Unavailable: daily_statements stopped at event 1234"
+
+
+def test_healthz_answers_503_when_a_runner_falls_behind_in_events_or_in_time(settings):
+    caught_up()
+    for n in range(3):
+        AccountFactory(initial_deposit=n)
+    settle()
+    settings.HEALTH_PROJECTION_LAG_EVENTS = 3
+    status, checks = health()
+    assert status == 503 and "has 3 or more events to apply" in checks["ProjectionsCurrent()"]
+    settings.HEALTH_PROJECTION_LAG_EVENTS, settings.HEALTH_PROJECTION_LAG_SECONDS = 1000, -1
+    status, checks = health()
+    assert status == 503 and "has had events waiting for" in checks["ProjectionsCurrent()"]
+    caught_up()
+    assert health()[0] == 200
+
+
+def test_healthz_shows_no_data_and_reads_nothing_but_the_checks():
+    account = AccountFactory(initial_deposit=10, owner="Zoë Quietly")
+    caught_up()
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Zoë" not in page and str(account.id) not in page
