@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cksum requirements.txt requirements-dev.txt | cut -d' ' -f1 | paste -sd- -)
 
-.PHONY: install install-dev run test lint bench bench-scale soak check-deploy clean
+.PHONY: install install-dev run serve test lint bench bench-scale soak check-deploy clean
 
 $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
@@ -31,6 +31,11 @@ run: install
 	$(BIN)/python manage.py run_projections & runner=$$!; \
 	trap 'kill $$runner 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+# As production runs it: gunicorn on config.production and the projection runner, on the database
+# DATABASE_URL names (see docs/operations.md, "Serving"). Stops cleanly on SIGTERM.
+serve: install
+	$(BIN)/python -m config.serve
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,20 +9,12 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config import logs
+from config import environment, logs
 from config.base import *  # noqa: F403
 from config.base import STORAGES, database, env
 
-# The shared settings give development defaults for these; production takes none.
-REQUIRED = {
-    "SECRET_KEY": "a long random string, kept secret",
-    "DATABASE_URL": "postgres://USER:PASSWORD@HOST:5432/NAME; production never starts the embedded PostgreSQL",
-    "ALLOWED_HOSTS": "the host names the site answers to, comma-separated",
-    "EVENTSTORE_SIGNING_KEYS": "id:secret,...: the keys that sign the log; production never derives one",
-}
-for name, meaning in REQUIRED.items():
-    if not os.environ.get(name, "").strip():
-        raise ImproperlyConfigured(f"config.production needs {name} ({meaning}).")
+if absent := environment.missing(os.environ):
+    raise ImproperlyConfigured(f"config.production needs {'; '.join(absent)}.")
 
 DATABASES = {"default": database(env.str("DATABASE_URL"))}
 DEBUG = False
@@ -31,7 +23,10 @@ EVENTSTORE_SIGNING_KEYS = env.str("EVENTSTORE_SIGNING_KEYS")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The header and value by which the TLS proxy in front says a request came over HTTPS ("" when
+# gunicorn itself terminates TLS). Only that proxy may reach the web server: anyone else could send it.
+_proxy_says = env.str("SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_says.split(",", 1)) if _proxy_says else None
 SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True

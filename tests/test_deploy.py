@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,3 +86,34 @@ def test_malformed_signing_keys_stop_the_start_saying_what_is_wrong():
     )  # fmt: skip
     assert result.returncode != 0
     assert "the secret of key 'k1' must be at least 32 characters" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "given, meant",
+    [
+        (None, "('HTTP_X_FORWARDED_PROTO', 'https')"),
+        ("HTTP_X_SCHEME,https", "('HTTP_X_SCHEME', 'https')"),
+        ("", "None"),
+    ],
+)
+def test_the_proxys_https_header_comes_from_the_environment_with_x_forwarded_proto_by_default(given, meant):
+    env = production(EVENTSTORE_SIGNING_KEYS="k1:" + "s" * 40, DATABASE_URL="postgres://bank@db.example/bank")
+    if given is not None:
+        env["SECURE_PROXY_SSL_HEADER"] = given
+    code = "import django; django.setup(); from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == meant, result.stderr
+
+
+def test_make_serve_without_its_settings_names_each_missing_one_and_starts_nothing():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY", "EVENTSTORE_SIGNING_KEYS")}
+    env["ALLOWED_HOSTS"] = "bank.example"
+    result = subprocess.run(["make", "--no-print-directory", "serve"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    for name in ("SECRET_KEY", "DATABASE_URL", "EVENTSTORE_SIGNING_KEYS"):
+        assert f"  {name} (" in result.stderr
+    assert "ALLOWED_HOSTS" not in result.stderr
+    assert "production never starts the embedded database" in result.stderr
