@@ -15,8 +15,9 @@ from accounts import services
 from accounts.domain import DomainError
 from accounts.models import Account, DailyStatement
 from accounts.projections import accounts as account_projection
-from accounts.projections import daily_statements
+from accounts.projections import bank_totals, daily_statements
 from eventstore import projections
+from eventstore.management.commands.run_projections import KEEPALIVES, keep_alive
 from eventstore.models import Event, Snapshot
 from eventstore.store import EventStore
 from tests.factories import AccountFactory
@@ -127,6 +128,60 @@ def test_two_runners_one_works_the_other_waits_then_takes_over():
         cursor.execute("SELECT count(*) FROM events")
         assert projections.checkpoint("daily_statements").events_applied == cursor.fetchone()[0]
     assert DailyStatement.objects.get(account_id=account.id).closing_balance == 6  # projected after the takeover
+
+
+@pytest.mark.slow
+def test_a_killed_runner_hands_over_to_the_waiting_one_and_every_event_is_applied_exactly_once():
+    AccountFactory()
+    first = manage("run_projections", "--poll", "0.2", "--batch", "3")
+    wait_for(first, "running daily_statements")
+    second = manage("run_projections", "--poll", "0.2", "--batch", "3")
+    wait_for(second, "waiting: another runner holds daily_statements")
+    accounts, done = [AccountFactory(initial_deposit=1) for _ in range(3)], threading.Event()
+
+    def deposit_all_along():
+        while not done.is_set():
+            for account in accounts:
+                services.deposit(account_id=account.id, amount=1, source="cash")
+
+    depositing = threading.Thread(target=deposit_all_along)
+    depositing.start()
+    try:
+        time.sleep(1)
+        first.send_signal(signal.SIGKILL)  # mid-batch, most likely: no chance to release anything
+        assert first.wait(timeout=30) == -signal.SIGKILL
+        wait_for(second, "running daily_statements", timeout=90)
+        threading.Thread(target=second.stdout.read, daemon=True).start()  # its log, read so that it never blocks
+        time.sleep(1)
+    finally:
+        done.set()
+        depositing.join(timeout=60)
+    deadline, last = time.monotonic() + 60, _last_event_id()
+    while time.monotonic() < deadline and any(
+        projections.checkpoint(name).event_id < last for name in ("daily_statements", "bank_totals")
+    ):
+        time.sleep(0.1)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events")
+        in_log = cursor.fetchone()[0]
+    for name in ("daily_statements", "bank_totals"):  # every event once: none twice, none skipped
+        assert projections.checkpoint(name).events_applied == in_log
+    assert projections.verify(daily_statements) == []
+    assert projections.verify(bank_totals) == []
+
+
+def test_the_runner_asks_the_server_to_probe_its_connection_so_a_dead_hosts_locks_are_freed():
+    keep_alive(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT inet_client_addr() IS NULL")  # a Unix socket: the server ignores keepalives
+        over_a_socket = cursor.fetchone()[0]
+        shown = {}
+        for name in KEEPALIVES:
+            cursor.execute(f"SHOW {name}")
+            shown[name] = cursor.fetchone()[0].removesuffix("s")
+    assert shown == ({name: "0" for name in KEEPALIVES} if over_a_socket else KEEPALIVES)
 
 
 def _last_event_id():

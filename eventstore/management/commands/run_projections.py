@@ -9,12 +9,19 @@ from typing import Any
 
 import psycopg
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from eventstore import db, projections, registry
 from eventstore.context import metadata_context, system_actor
 
 STOPPED = 4  # exit status of --once when a projection stopped at an event it cannot apply
 log = logging.getLogger("eventstore.runner")  # its lines go out as the site's logs do (config/logs.py)
+# A runner whose host dies (power, network) keeps its projections' locks until the server finds its
+# connection dead. With these, the server probes an idle connection after 10 s and gives up on it
+# after three unanswered probes 5 s apart: a runner waiting on another host takes over within a
+# minute. (Over a Unix socket there is nothing to probe; the server ignores them.)
+KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 
 
 class Command(BaseCommand):
@@ -43,6 +50,7 @@ class Command(BaseCommand):
             raise CommandError(error.args[0]) from None
         if not wanted:
             raise CommandError("there is no asynchronous projection to run.")
+        keep_alive(connection)
         self.stopping = False
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._stop)
@@ -111,3 +119,10 @@ class Command(BaseCommand):
             applied = projections.catch_up(projection, limit=batch)
             if applied:
                 log.info("%s: applied %d events", projection.name, applied)
+
+
+def keep_alive(django_connection: BaseDatabaseWrapper) -> None:
+    """Have the server probe this connection, which holds the runner's locks (KEEPALIVES)."""
+    with django_connection.cursor() as cursor:
+        for name, value in KEEPALIVES.items():
+            cursor.execute("SELECT set_config(%s, %s, false)", [name, value])
