@@ -1,9 +1,12 @@
 """Fixtures and hooks for every test; the helpers they share with tests live in tests/support.py."""
 
+import io
+import uuid
 from contextlib import contextmanager
 
 import psycopg
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from eventstore.store import EventStore
@@ -25,6 +28,22 @@ def _empty_log_after_a_transactional_test(request, django_db_blocker):
                 cursor.execute("TRUNCATE events")
             finally:
                 cursor.execute("ALTER TABLE events ENABLE TRIGGER events_no_truncate")
+
+
+@pytest.fixture
+def roles():
+    """An application role and a runner role (LOGIN, no password), granted by the owner, for a
+    transactional test; dropped after it."""
+    suffix = uuid.uuid4().hex[:8]
+    app, runner = f"bank_app_test_{suffix}", f"bank_runner_test_{suffix}"
+    call_command("grant_app_role", app, "--create", stdout=io.StringIO())
+    call_command("grant_app_role", runner, "--runner", "--create", stdout=io.StringIO())
+    yield app, runner
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+        for role in (app, runner):
+            cursor.execute(f"DROP OWNED BY {role}")  # its grants in this database
+            cursor.execute(f"DROP ROLE {role}")
 
 
 @pytest.fixture

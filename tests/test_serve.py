@@ -6,7 +6,6 @@ and the runner as the runner role, as a bank's would.
 """
 
 import http.client
-import io
 import json
 import os
 import re
@@ -21,7 +20,6 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 
@@ -45,19 +43,6 @@ def url_as(role: str) -> str:
     if host.startswith("/"):
         return f"postgresql://{role}@/{name}?host={quote(host)}&port={port}"
     return f"postgresql://{role}@{host}:{port}/{name}"
-
-
-@pytest.fixture
-def roles():
-    suffix = uuid.uuid4().hex[:8]
-    app, runner = f"bank_app_serve_{suffix}", f"bank_runner_serve_{suffix}"
-    call_command("grant_app_role", app, "--create", stdout=io.StringIO())
-    call_command("grant_app_role", runner, "--runner", "--create", stdout=io.StringIO())
-    yield app, runner
-    with connection.cursor() as cursor:
-        for role in (app, runner):
-            cursor.execute(f"DROP OWNED BY {role}")
-            cursor.execute(f"DROP ROLE {role}")
 
 
 class Served:

@@ -26,21 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 READ_MODELS = ("account_read_model", "account_daily_statement", "bank_totals", "bank_totals_account")
 
 
-@pytest.fixture
-def roles():
-    """An application role and a runner role, granted by the owner; dropped after the test."""
-    suffix = uuid.uuid4().hex[:8]
-    app, runner = f"bank_app_test_{suffix}", f"bank_runner_test_{suffix}"
-    call_command("grant_app_role", app, "--create", stdout=io.StringIO())
-    call_command("grant_app_role", runner, "--runner", "--create", stdout=io.StringIO())
-    yield app, runner
-    with connection.cursor() as cursor:
-        cursor.execute("RESET ROLE")
-        for role in (app, runner):
-            cursor.execute(f"DROP OWNED BY {role}")  # its grants in this database
-            cursor.execute(f"DROP ROLE {role}")
-
-
 def set_role(role):
     with connection.cursor() as cursor:
         cursor.execute(f"SET ROLE {role}" if role else "RESET ROLE")
