@@ -134,9 +134,7 @@ def test_two_runners_one_works_the_other_waits_then_takes_over():
 def test_a_killed_runner_hands_over_to_the_waiting_one_and_every_event_is_applied_exactly_once():
     AccountFactory()
     first = manage("run_projections", "--poll", "0.2", "--batch", "3")
-    wait_for(first, "running daily_statements")
-    second = manage("run_projections", "--poll", "0.2", "--batch", "3")
-    wait_for(second, "waiting: another runner holds daily_statements")
+    second = None
     accounts, done = [AccountFactory(initial_deposit=1) for _ in range(3)], threading.Event()
 
     def deposit_all_along():
@@ -145,24 +143,38 @@ def test_a_killed_runner_hands_over_to_the_waiting_one_and_every_event_is_applie
                 services.deposit(account_id=account.id, amount=1, source="cash")
 
     depositing = threading.Thread(target=deposit_all_along)
-    depositing.start()
     try:
+        wait_for(first, "running daily_statements")
+        second = manage("run_projections", "--poll", "0.2", "--batch", "3")
+        wait_for(second, "waiting: another runner holds daily_statements")
+        depositing.start()
         time.sleep(1)
         first.send_signal(signal.SIGKILL)  # mid-batch, most likely: no chance to release anything
         assert first.wait(timeout=30) == -signal.SIGKILL
+        # Both projections, though batches for the first one it takes keep coming the while.
         wait_for(second, "running daily_statements", timeout=90)
         threading.Thread(target=second.stdout.read, daemon=True).start()  # its log, read so that it never blocks
         time.sleep(1)
+    except BaseException:
+        if second is not None:
+            second.kill()
+        raise
     finally:
         done.set()
-        depositing.join(timeout=60)
-    deadline, last = time.monotonic() + 60, _last_event_id()
-    while time.monotonic() < deadline and any(
-        projections.checkpoint(name).event_id < last for name in ("daily_statements", "bank_totals")
-    ):
-        time.sleep(0.1)
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(timeout=30) == 0
+        if depositing.is_alive():
+            depositing.join(timeout=60)
+        first.kill()
+    assert second is not None
+    try:
+        deadline, last = time.monotonic() + 60, _last_event_id()
+        while time.monotonic() < deadline and any(
+            projections.checkpoint(name).event_id < last for name in ("daily_statements", "bank_totals")
+        ):
+            time.sleep(0.1)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        second.kill()
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM events")
         in_log = cursor.fetchone()[0]

@@ -78,9 +78,10 @@ class Command(BaseCommand):
                     elif projection.name not in told:
                         told.add(projection.name)
                         log.info("waiting: another runner holds %s", projection.name)
+                busy = False  # a projection had a whole batch: more may be waiting
                 for projection in list(owned):
                     try:
-                        self._catch_up(projection, batch)
+                        busy |= self._step(projection, batch)
                     except projections.ProjectionStopped as stop:
                         # Trying again would stop at the same event: leave it to a runner
                         # started once the code or the event is fixed.
@@ -90,6 +91,8 @@ class Command(BaseCommand):
                         log.error("%s", stop)
                 if owned:  # the active runner; one waiting to take over does none
                     self._chores(chores_due)
+                if busy:  # one batch per projection a round: none starves the others or the locks it waits for
+                    continue
                 if once:
                     if stopped:
                         sys.exit(STOPPED)  # its line said why: a CommandError would say it twice
@@ -113,12 +116,12 @@ class Command(BaseCommand):
             if done:
                 log.info("%s: %s", chore.name, done)
 
-    def _catch_up(self, projection: projections.Projection, batch: int) -> None:
-        applied = batch
-        while applied == batch and not self.stopping:
-            applied = projections.catch_up(projection, limit=batch)
-            if applied:
-                log.info("%s: applied %d events", projection.name, applied)
+    def _step(self, projection: projections.Projection, batch: int) -> bool:
+        """Apply one batch to `projection`; whether it was a whole one (more may be waiting)."""
+        applied = projections.catch_up(projection, limit=batch)
+        if applied:
+            log.info("%s: applied %d events", projection.name, applied)
+        return applied == batch
 
 
 def keep_alive(django_connection: BaseDatabaseWrapper) -> None:
