@@ -27,6 +27,11 @@ env = environ.Env(
     ACCOUNT_AMOUNT_CEILING=(int, 10**13),
     WEB_LOCK_TIMEOUT_MS=(int, 3_000),
     WEB_STATEMENT_TIMEOUT_MS=(int, 30_000),
+    REPLICA_WAIT_FOR_WRITES_MS=(int, 2_000),
+    REPLICA_STALE_AFTER_SECONDS=(float, 5.0),
+    REPLICA_MAX_LAG_SECONDS=(float, 30.0),
+    REPLICA_RETRY_SECONDS=(float, 10.0),
+    REPLICA_CONNECT_TIMEOUT_S=(int, 2),
 )
 
 DEBUG = env("DEBUG")
@@ -41,6 +46,19 @@ def database(url: str) -> dict:
     # hot statements use server-side binding and stay prepared per connection.
     config.setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
     return config
+
+
+def databases(primary_url: str) -> dict:
+    """The primary at `primary_url`, and each streaming replica REPLICA_DATABASE_URLS names, as
+    replica_1, replica_2, ... (eventstore.replicas chooses among them; commands use the primary only)."""
+    found = {"default": database(primary_url)}
+    for number, url in enumerate(env.list("REPLICA_DATABASE_URLS", default=[]), start=1):
+        replica = database(url)
+        # A replica that is down should cost a page a moment, not the server's default wait.
+        replica["OPTIONS"].setdefault("connect_timeout", REPLICA_CONNECT_TIMEOUT_S)
+        replica["TEST"] = {"MIRROR": "default"}  # a test database has no replica of its own
+        found[f"replica_{number}"] = replica
+    return found
 
 
 EVENTSTORE_SNAPSHOT_EVERY = env("EVENTSTORE_SNAPSHOT_EVERY")
@@ -77,6 +95,16 @@ WEB_STATEMENT_TIMEOUT_MS = env("WEB_STATEMENT_TIMEOUT_MS")
 DATABASE_GRANTS = grants.DATABASE_GRANTS
 # Which database the ORM reads and writes; the event store's read helpers ask the same router.
 DATABASE_ROUTERS = ["eventstore.db.Router"]
+# Streaming replicas (REPLICA_DATABASE_URLS, see eventstore.replicas). After a command, its maker's
+# pages wait this long for a replica to replay it, then read from the primary.
+REPLICA_WAIT_FOR_WRITES_MS = env("REPLICA_WAIT_FOR_WRITES_MS")
+# A page read from a replica this far behind the primary says so.
+REPLICA_STALE_AFTER_SECONDS = env("REPLICA_STALE_AFTER_SECONDS")
+# A replica further behind than this is skipped (the primary serves) and /healthz answers 503.
+REPLICA_MAX_LAG_SECONDS = env("REPLICA_MAX_LAG_SECONDS")
+# A replica that failed is left alone this long before it is asked again.
+REPLICA_RETRY_SECONDS = env("REPLICA_RETRY_SECONDS")
+REPLICA_CONNECT_TIMEOUT_S = env("REPLICA_CONNECT_TIMEOUT_S")
 # /healthz answers 503 once an asynchronous projection has this many events to apply, or has
 # had one waiting this many seconds (its runner is down, stuck or far behind).
 HEALTH_PROJECTION_LAG_EVENTS = env("HEALTH_PROJECTION_LAG_EVENTS")
@@ -112,6 +140,7 @@ MIDDLEWARE = [
     "config.requests.RefuseNulMiddleware",
     "eventstore.context.EventMetadataMiddleware",
     "config.requests.RequestLogMiddleware",
+    "config.requests.ReplicaReadsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
@@ -141,6 +170,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.requests.reading",
             ],
         },
     },

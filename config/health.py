@@ -1,6 +1,7 @@
 """/healthz: what a load balancer and the monitoring ask each web server, with no login and no data.
 
-200 when the database answers and the projection runners keep up; 503 otherwise,
+200 when the database answers, the projection runners keep up and every streaming
+replica answers within REPLICA_MAX_LAG_SECONDS of the primary; 503 otherwise,
 with the reason (django-health-check's view, as HTML, text or JSON by the Accept
 header or ?format=). 503, not the library's 500: the server is not broken, it
 should leave the rotation until it answers 200 again. Nothing here writes: a
@@ -22,7 +23,7 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from eventstore import projections
+from eventstore import projections, replicas
 from eventstore.models import ProjectionCheckpoint
 from eventstore.store import START, backlog
 
@@ -48,6 +49,17 @@ class ProjectionsCurrent(HealthCheck):
                 raise ServiceUnavailable(f"{name} has had events waiting for {age:.0f} s")
 
 
+@dataclasses.dataclass
+class ReplicasCurrent(HealthCheck):
+    """Every replica REPLICA_DATABASE_URLS names answers and is no more than REPLICA_MAX_LAG_SECONDS
+    behind the primary. Pages then read from the primary, which serves, but carries their load too."""
+
+    def run(self) -> None:
+        problems = [f"{state.alias} {state.problem}" for state in replicas.states() if state.problem]
+        if problems:
+            raise ServiceUnavailable("; ".join(problems))
+
+
 class _ClosingThreads(ThreadPoolExecutor):
     """Runs each check in a thread of its own that closes the database connections it opened when the
     check ends: Django's connections are per thread, and a check asked every few seconds must leave
@@ -64,7 +76,7 @@ class _ClosingThreads(ThreadPoolExecutor):
 
 
 class Health(HealthCheckView):
-    checks = ("health_check.checks.Database", "config.health.ProjectionsCurrent")
+    checks = ("health_check.checks.Database", "config.health.ProjectionsCurrent", "config.health.ReplicasCurrent")
 
     def get_executor(self) -> ThreadPoolExecutor:
         return _ClosingThreads(max_workers=len(self.checks))

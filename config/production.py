@@ -11,12 +11,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config import environment, logs
 from config.base import *  # noqa: F403
-from config.base import STORAGES, database, env
+from config.base import STORAGES, databases, env
 
 if absent := environment.missing(os.environ):
     raise ImproperlyConfigured(f"config.production needs {'; '.join(absent)}.")
 
-DATABASES = {"default": database(env.str("DATABASE_URL"))}
+DATABASES = databases(env.str("DATABASE_URL"))
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
 EVENTSTORE_SIGNING_KEYS = env.str("EVENTSTORE_SIGNING_KEYS")

@@ -13,7 +13,9 @@
 * Each request is logged once it is answered (method, path, status, milliseconds),
   inside its event metadata, so the line carries the request id, correlation id
   and actor that a command's events carry too (config/logs.py). The path only:
-  a query string may hold a customer's name.
+  a query string may hold a customer's name, and the database its reads came from.
+* With streaming replicas, a page reads the bank's data from one of them, and a
+  command's maker reads their own writes (ReplicaReadsMiddleware, eventstore.replicas).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from django.conf import settings
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from django.shortcuts import render
+
+from eventstore import db, replicas
 
 log = logging.getLogger("bank.requests")
 _serving_request: contextvars.ContextVar[bool] = contextvars.ContextVar("serving_request", default=False)
@@ -66,11 +70,60 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         ms = round((time.perf_counter() - started) * 1000, 1)
+        reading = getattr(request, "reading", None)
         log.info(
             "%s %s %s %.1f ms", request.method, request.path, response.status_code, ms,
-            extra={"method": request.method, "path": request.path, "status": response.status_code, "ms": ms},
+            extra={"method": request.method, "path": request.path, "status": response.status_code, "ms": ms,
+                   "reads": reading.alias if reading else db.PRIMARY},
         )  # fmt: skip
         return response
+
+
+READ_AFTER = "read_after_lsn"  # the session's key for the primary's position after its last command
+READS = ("GET", "HEAD")
+
+
+class ReplicaReadsMiddleware:
+    """Where a request reads the bank's data: a staff member's page from a replica that has replayed
+    their last command (eventstore.replicas.choose), a form's POST from the primary it decides on.
+    After a POST, the session keeps the primary's position, for the pages that follow.
+
+    A page whose replica fails mid-way (it stopped, or cancelled a query in a conflict with
+    recovery) is read again from the primary: its views only read, so running one twice is safe.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not replicas.aliases() or not request.user.is_authenticated:
+            return self.get_response(request)
+        if request.method in READS:
+            request.reading = replicas.choose(after=request.session.get(READ_AFTER))
+        else:
+            request.reading = replicas.Reading(db.PRIMARY)
+        with db.reading_from(request.reading.alias):
+            response = self.get_response(request)
+        if request.method not in READS and request.user.is_authenticated and response.status_code < 500:
+            request.session[READ_AFTER] = replicas.primary_position()
+        return response
+
+    def process_exception(self, request, exception):
+        reading = getattr(request, "reading", None)
+        if reading is None or reading.alias == db.PRIMARY or not replicas.is_replica_failure(exception):
+            return None
+        replicas.failed(reading.alias, exception)
+        request.reading = replicas.Reading(db.PRIMARY)
+        db.read_from(db.PRIMARY)  # for the rest of this request: __call__'s reading_from restores it after
+        match = request.resolver_match
+        return match.func(request, *match.args, **match.kwargs)
+
+
+def reading(request) -> dict:
+    """For the pages' banner: how far behind the primary the page's data is, once that is noticeable."""
+    found = getattr(request, "reading", None)
+    behind = found.behind if found else 0.0
+    return {"read_behind": behind if behind >= settings.REPLICA_STALE_AFTER_SECONDS else None}
 
 
 class DatabaseTimeoutsMiddleware:

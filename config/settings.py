@@ -6,11 +6,11 @@ the shared settings and never starts the embedded server.
 """
 
 from config.base import *  # noqa: F403
-from config.base import BASE_DIR, database, env
+from config.base import BASE_DIR, databases, env
 
 if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": database(env.str("DATABASE_URL"))}
+    DATABASES = databases(env.str("DATABASE_URL"))
 else:
     from config.embedded_db import database_url
 
-    DATABASES = {"default": database(database_url(BASE_DIR / ".pgdata"))}
+    DATABASES = databases(database_url(BASE_DIR / ".pgdata"))

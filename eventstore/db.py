@@ -1,9 +1,11 @@
 """Which connection the store's SQL runs on, and how a command's statements reach it.
 
 Where a query goes is decided here and nowhere else. Commands, projections and
-operations run on the primary (`PRIMARY`); the pages' reads of the log go where
-`reads()` says, which asks Django's router, as the ORM does for models. Today
-`Router` sends everything to the primary; replicas later change this module only.
+operations run on the primary (`PRIMARY`). The pages' reads of the bank's data, by
+the ORM and by the store's read helpers alike, go where `reads()` says: the
+database a request chose with `read_from` (a streaming replica, see
+eventstore.replicas), the primary otherwise. One request reads from one database,
+so an account page never shows a primary balance beside a replica's history.
 
 The statements go through a server-side-binding cursor on Django's own connection
 (so in Django's transaction), which psycopg keeps prepared: Django binds on the
@@ -29,30 +31,54 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model
 from psycopg.types.datetime import TimestamptzLoader
 
 PRIMARY = DEFAULT_DB_ALIAS
+# The apps whose tables a replica may serve. Staff logins, sessions and the admin's own records
+# stay on the primary: a login must never wait for a replica to replay it.
+BANK_APPS = frozenset({"accounts", "eventstore"})
 
 Params = Sequence[Any] | dict[str, Any]
 
+_reads: contextvars.ContextVar[str] = contextvars.ContextVar("reads", default=PRIMARY)
 
-class Router:
-    """Django's database router: every read and write on the primary, until replicas exist."""
 
-    def db_for_read(self, model: type | None, **hints: Any) -> str:
-        return PRIMARY
+def read_from(alias: str) -> contextvars.Token[str]:
+    """From now on in this context, read the bank's data from `alias`; reset with the token."""
+    return _reads.set(alias)
 
-    def db_for_write(self, model: type | None, **hints: Any) -> str:
-        return PRIMARY
+
+@contextmanager
+def reading_from(alias: str) -> Iterator[None]:
+    token = _reads.set(alias)
+    try:
+        yield
+    finally:
+        _reads.reset(token)
 
 
 def reads() -> str:
-    """The database the pages read the log from (the router's choice, as for the ORM's reads)."""
-    from eventstore.models import Event
+    """The database the pages read the bank's data from: the one chosen for this request, or the primary."""
+    return _reads.get()
 
-    return router.db_for_read(Event)
+
+class Router:
+    """Django's database router: the bank's reads where `reads()` says, everything else on the primary."""
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> str:
+        return _reads.get() if model._meta.app_label in BANK_APPS else PRIMARY
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str:
+        return PRIMARY
+
+    def allow_relation(self, first: Any, second: Any, **hints: Any) -> bool:
+        return True  # a replica holds the primary's rows: an object read there may refer to one read here
+
+    def allow_migrate(self, db: str, app_label: str, **hints: Any) -> bool:
+        return db == PRIMARY  # a replica replays the primary's schema
 
 
 def wrapper(alias: str = PRIMARY) -> BaseDatabaseWrapper:

@@ -267,7 +267,7 @@ def backlog(position: Position, *, limit: int | None = None) -> tuple[int, datet
     waiting = f"SELECT created_at FROM events WHERE {where}"
     if limit is not None:
         waiting, params = f"{waiting} LIMIT %s", [*params, limit]
-    row = db.fetchone(f"SELECT count(*), min(created_at) FROM ({waiting}) AS waiting", params)
+    row = db.fetchone(f"SELECT count(*), min(created_at) FROM ({waiting}) AS waiting", params, alias=db.reads())
     return row or (0, None)
 
 

@@ -28,7 +28,7 @@ def test_healthz_answers_200_without_a_login_when_the_runners_are_current():
     caught_up()
     status, checks = health()
     assert status == 200
-    assert checks == {"Database(alias='default')": "OK", "ProjectionsCurrent()": "OK"}
+    assert checks == {"Database(alias='default')": "OK", "ProjectionsCurrent()": "OK", "ReplicasCurrent()": "OK"}
     # The checks ran in threads of their own, which closed their connections: asked every few
     # seconds, /healthz must leave no session behind.
     with connection.cursor() as cursor:

@@ -5,18 +5,10 @@ X-Forwarded-Proto: https a proxy adds. The web connects as the application role
 and the runner as the runner role, as a bank's would.
 """
 
-import http.client
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import threading
-import time
 import uuid
-from http.cookies import SimpleCookie
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -24,16 +16,11 @@ from django.db import connection
 from django.urls import reverse
 
 from eventstore.models import Event
+from harness.replication import free_port
 from tests.factories import PASSWORD, AccountFactory, UserFactory
-from tests.support import ROOT
+from tests.support import Proxy, Served, wait_until_healthy
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def url_as(role: str) -> str:
@@ -43,92 +30,6 @@ def url_as(role: str) -> str:
     if host.startswith("/"):
         return f"postgresql://{role}@/{name}?host={quote(host)}&port={port}"
     return f"postgresql://{role}@{host}:{port}/{name}"
-
-
-class Served:
-    """`make serve` in a process group of its own, its log lines (standard error) collected as they come."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            ["make", "--no-print-directory", "serve"], cwd=ROOT, env=env, text=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    def logged(self) -> list[dict]:
-        """The lines that are JSON objects (make's own lines are not)."""
-        found = []
-        for line in list(self.lines):
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-        return found
-
-    def stop(self) -> int:
-        """SIGTERM to serve, as a supervisor sends it to the process it started; make's status."""
-        try:
-            with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as children:
-                (serve,) = map(int, children.read().split())  # make runs a one-command recipe without a shell
-            os.kill(serve, signal.SIGTERM)
-            status = self.process.wait(timeout=90)
-        except BaseException:
-            os.killpg(self.process.pid, signal.SIGKILL)  # leave nothing running behind a failed test
-            raise
-        self.reader.join(timeout=10)
-        return status
-
-
-class Proxy:
-    """What the TLS proxy passes on: the staff's requests, marked as having come over HTTPS.
-    It keeps the cookies itself: they are Secure, and the hop to gunicorn is plain HTTP."""
-
-    def __init__(self, port: int) -> None:
-        self.port, self.cookies = port, {}
-
-    def request(self, method: str, path: str, form: dict | None = None, *, https: bool = True):
-        headers = {"Host": "127.0.0.1", "Accept": "text/html"}
-        if https:
-            headers["X-Forwarded-Proto"] = "https"
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-        body = None
-        if form is not None:
-            form = form | {"csrfmiddlewaretoken": self.cookies.get("csrftoken", "")}
-            body = urlencode(form)
-            headers |= {"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://127.0.0.1"}
-        client = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            client.request(method, path, body, headers)
-            response = client.getresponse()
-            for header in response.headers.get_all("Set-Cookie") or []:
-                self.cookies |= {name: morsel.value for name, morsel in SimpleCookie(header).items()}
-            return response, response.read().decode()
-        finally:
-            client.close()
-
-
-def wait_until_healthy(proxy: Proxy, served: Served, timeout: float = 90) -> dict:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        assert served.process.poll() is None, "".join(served.lines)
-        try:
-            response, body = proxy.request("GET", "/healthz?format=json")
-        except OSError as error:  # not listening yet
-            last = error
-        else:
-            if response.status == 200:
-                return json.loads(body)
-            last = (response.status, body)
-        time.sleep(0.5)
-    raise AssertionError(f"/healthz never answered 200: {last}\n{''.join(served.lines)}")
 
 
 def test_make_serve_serves_staff_through_the_proxy_logs_json_with_the_commands_correlation_id_and_stops_cleanly(

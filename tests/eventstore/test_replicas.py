@@ -1,0 +1,72 @@
+"""eventstore.replicas without a replica: WAL positions, how stale a replica is by them, and the
+settings that name replicas. tests/test_replicas.py runs a real primary and replica."""
+
+import pytest
+
+from config.base import databases
+from eventstore import db, replicas
+
+
+def test_a_wal_position_reads_and_writes_as_postgresql_writes_it():
+    assert replicas.lsn("16/B374D848") == 0x16_B374D848
+    assert replicas.lsn("0/0") == 0
+    assert replicas.lsn_text(0x16_B374D848) == "16/B374D848"
+
+
+def test_a_replica_is_as_stale_as_the_oldest_primary_position_it_has_not_replayed(settings):
+    settings.REPLICA_MAX_LAG_SECONDS = 30
+    seen = replicas._Seen()
+    seen.note(100, at=0.0)
+    seen.note(200, at=1.0)
+    seen.note(200, at=2.0)  # nothing written since 1.0: the replica missing it is stale since 1.0
+    seen.note(300, at=5.0)
+    assert seen.behind(50, now=10.0) == 10.0
+    assert seen.behind(100, now=10.0) == 9.0
+    assert seen.behind(250, now=10.0) == 5.0
+    assert seen.behind(300, now=10.0) == 0.0  # replayed all it has seen: not behind, however idle
+    assert seen.behind(400, now=10.0) == 0.0
+
+
+def test_positions_older_than_twice_the_lag_limit_are_forgotten_but_the_bound_stays_a_lower_one(settings):
+    settings.REPLICA_MAX_LAG_SECONDS = 1
+    seen = replicas._Seen()
+    for position, at in ((100, 0.0), (200, 1.0), (300, 5.0)):
+        seen.note(position, at=at)
+    assert list(seen._positions) == [200, 300]  # 100 at 0.0 is gone; 200 at 1.0 marks the horizon
+    assert seen.behind(50, now=10.0) == 9.0  # at least 9 s: no longer known to be 10
+
+
+@pytest.mark.django_db
+def test_without_replicas_every_read_is_the_primarys_and_choosing_asks_no_database(django_assert_num_queries):
+    assert replicas.aliases() == []
+    with django_assert_num_queries(0):
+        assert replicas.choose(after=123) == replicas.Reading(db.PRIMARY)
+    assert replicas.states() == []
+
+
+def test_replica_urls_become_replica_aliases_that_time_out_quickly_and_mirror_the_test_database(monkeypatch):
+    monkeypatch.setenv("REPLICA_DATABASE_URLS", "postgres://app@replica-a:5432/bank,postgres://app@replica-b/bank")
+    found = databases("postgres://app@primary:5432/bank")
+    assert list(found) == ["default", "replica_1", "replica_2"]
+    assert (found["replica_1"]["HOST"], found["replica_2"]["HOST"]) == ("replica-a", "replica-b")
+    assert found["replica_1"]["OPTIONS"]["connect_timeout"] == 2
+    assert found["replica_2"]["TEST"] == {"MIRROR": "default"}
+    assert "connect_timeout" not in found["default"]["OPTIONS"]
+
+
+def test_the_router_sends_the_banks_reads_where_the_request_chose_and_everything_else_to_the_primary():
+    from django.contrib.sessions.models import Session
+
+    from accounts.models import Account
+    from eventstore.models import Event
+
+    router = db.Router()
+    with db.reading_from("replica_1"):
+        assert [router.db_for_read(model) for model in (Account, Event, Session)] == [
+            "replica_1",
+            "replica_1",
+            "default",
+        ]
+        assert router.db_for_write(Account) == "default" and db.reads() == "replica_1"
+    assert router.db_for_read(Account) == "default" and db.reads() == "default"
+    assert router.allow_migrate("replica_1", "accounts") is False and router.allow_migrate("default", "accounts")
