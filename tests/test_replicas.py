@@ -25,6 +25,8 @@ from accounts.money import format_money
 from harness.replication import free_port, primary_and_replica
 from tests.support import ROOT, Proxy, Served, wait_until_healthy
 
+pytestmark = pytest.mark.slow
+
 KEYS = "replicas:" + "5e" * 32  # the seeded events' and the server's signing key
 PRIMARY, REPLICA = "default", "replica_1"
 STALE_AFTER_S, MAX_LAG_S, WAIT_FOR_WRITES_S = 0.5, 8, 5
