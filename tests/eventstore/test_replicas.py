@@ -1,7 +1,9 @@
 """eventstore.replicas without a replica: WAL positions, how stale a replica is by them, and the
 settings that name replicas. tests/test_replicas.py runs a real primary and replica."""
 
+import psycopg
 import pytest
+from django.db import DatabaseError, connection
 
 from config.base import databases
 from eventstore import db, replicas
@@ -70,3 +72,23 @@ def test_the_router_sends_the_banks_reads_where_the_request_chose_and_everything
         assert router.db_for_write(Account) == "default" and db.reads() == "replica_1"
     assert router.db_for_read(Account) == "default" and db.reads() == "default"
     assert router.allow_migrate("replica_1", "accounts") is False and router.allow_migrate("default", "accounts")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "error, from_the_replica",
+    [
+        (psycopg.errors.SerializationFailure("canceling statement due to conflict with recovery"), True),
+        (psycopg.errors.AdminShutdown("terminating connection due to conflict with recovery"), True),
+        (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), True),
+        (psycopg.OperationalError("connection failed: Connection refused"), True),
+        (psycopg.errors.DivisionByZero("division by zero"), False),
+        (psycopg.errors.UndefinedTable('relation "x" does not exist'), False),
+    ],
+)
+def test_a_read_is_tried_again_on_the_primary_only_for_what_a_replica_alone_would_fail_at(error, from_the_replica):
+    """Replica failures (gone, or a query cancelled in a conflict with recovery) as Django raises them;
+    a query that would fail on the primary too is not read twice."""
+    with pytest.raises(DatabaseError) as raised, connection.wrap_database_errors:
+        raise error
+    assert replicas.is_replica_failure(raised.value) is from_the_replica
