@@ -106,6 +106,16 @@ def tamper():
         without_trigger("events_no_delete", "DELETE FROM events WHERE aggregate_id = ANY(%s)", [list(touched)])
 
 
+def pytest_configure(config):
+    """Staff made by the factories get a fast password hash, as Django advises for tests: the
+    real one costs a third of a second of CPU per user and per login, most of the suite's time.
+    A member of staff who logs in to a server started as production would (make serve) is
+    given the real hash (tests.support.production_password)."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say how many hostile inputs the fuzz tests tried (tests/test_fuzz.py)."""
     if FUZZ_CASES:

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.db import connection as default_connection
 from django.db import connections
 
@@ -309,6 +310,13 @@ def log_in(page, username):
 
 
 # --- make serve -----------------------------------------------------------------------------
+
+
+def production_password(user):
+    """Give `user` PASSWORD hashed as production hashes it (the tests' fast hash is not known there)."""
+    user.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    user.save(update_fields=["password"])
+    return user
 
 
 class Served:

@@ -18,7 +18,7 @@ from django.urls import reverse
 from eventstore.models import Event
 from harness.replication import free_port
 from tests.factories import PASSWORD, AccountFactory, UserFactory
-from tests.support import Proxy, Served, wait_until_healthy
+from tests.support import Proxy, Served, production_password, wait_until_healthy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +36,7 @@ def test_make_serve_serves_staff_through_the_proxy_logs_json_with_the_commands_c
     roles,
 ):
     app, runner = roles
-    teller = UserFactory(username=f"serve_teller_{uuid.uuid4().hex[:6]}", role="teller")
+    teller = production_password(UserFactory(username=f"serve_teller_{uuid.uuid4().hex[:6]}", role="teller"))
     account = AccountFactory(initial_deposit=10_000)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")}
