@@ -198,10 +198,10 @@ class State:
 def states(*, settle: float = 0.0) -> list[State]:
     """Each replica's state. A replica behind the primary's position is given up to `settle` seconds
     to replay it: how long it took is its lag, measured by position."""
-    found = []
+    found: list[State] = []
     for alias in aliases():
+        primary, start = primary_position(), time.monotonic()  # the primary failing is no replica's fault
         try:
-            primary, start = primary_position(), time.monotonic()
             position = replayed(alias)
             while position is not None and position < primary and time.monotonic() - start < settle:
                 time.sleep(POLL_S)
