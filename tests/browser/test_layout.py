@@ -74,3 +74,23 @@ def test_the_navigation_folds_into_a_menu_on_a_narrow_screen(page, width):
     assert audit.is_visible() and menu.get_attribute("aria-expanded") == "true"
     audit.click()
     page.wait_for_url("**/audit/")
+
+
+def test_the_stale_replica_banner_fits_every_width_and_stops_no_one(page, shot, monkeypatch):
+    """As a page read from a replica 12 s behind shows it (the replica itself: tests/test_replicas.py)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    from eventstore import db, replicas
+
+    monkeypatch.setattr(replicas, "aliases", lambda: ["replica_1"])
+    monkeypatch.setattr(replicas, "choose", lambda after=None: replicas.Reading(db.PRIMARY, behind=12.4))
+    monkeypatch.setattr(replicas, "primary_position", lambda: 0)
+    UserFactory(username="staff", role="teller")
+    account = AccountFactory(owner="Zoë Holmes", initial_deposit=100_000)
+    log_in(page, "staff")
+    page.goto(f"/accounts/{account.id}/")
+    banner = page.locator(".stale-banner")
+    assert banner.inner_text().startswith("This page shows the bank as it stood about 12 seconds ago")
+    at_every_width(page, shot, "stale-banner", check=lambda width: banner.is_visible())
+    violations = Axe().run(page).response["violations"]
+    assert [v["id"] for v in violations if v["impact"] in ("serious", "critical")] == []
