@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config import grants, logs
 
@@ -54,6 +55,12 @@ def databases(primary_url: str) -> dict:
     found = {"default": database(primary_url)}
     for number, url in enumerate(env.list("REPLICA_DATABASE_URLS", default=[]), start=1):
         replica = database(url)
+        if replica.get("ENGINE") != found["default"]["ENGINE"]:
+            # Caught here, at start, rather than by every page that would try to connect to it.
+            raise ImproperlyConfigured(
+                f"REPLICA_DATABASE_URLS: replica {number} is not a PostgreSQL URL "  # the URL may hold a password
+                "(postgres://USER@HOST:PORT/NAME, comma-separated)."
+            )
         # A replica that is down should cost a page a moment, not the server's default wait.
         replica["OPTIONS"].setdefault("connect_timeout", REPLICA_CONNECT_TIMEOUT_S)
         replica["TEST"] = {"MIRROR": "default"}  # a test database has no replica of its own

@@ -3,6 +3,7 @@ settings that name replicas. tests/test_replicas.py runs a real primary and repl
 
 import psycopg
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connection
 
 from config.base import databases
@@ -54,6 +55,13 @@ def test_replica_urls_become_replica_aliases_that_time_out_quickly_and_mirror_th
     assert found["replica_1"]["OPTIONS"]["connect_timeout"] == 2
     assert found["replica_2"]["TEST"] == {"MIRROR": "default"}
     assert "connect_timeout" not in found["default"]["OPTIONS"]
+
+
+@pytest.mark.parametrize("urls", ["not-a-url", "postgres://app@replica/bank,mysql://app@other/bank"])
+def test_a_replica_url_that_is_not_postgresqls_stops_the_start_naming_it(monkeypatch, urls):
+    monkeypatch.setenv("REPLICA_DATABASE_URLS", urls)
+    with pytest.raises(ImproperlyConfigured, match=r"REPLICA_DATABASE_URLS: replica \d is not a PostgreSQL URL"):
+        databases("postgres://app@primary:5432/bank")
 
 
 def test_the_router_sends_the_banks_reads_where_the_request_chose_and_everything_else_to_the_primary():
