@@ -117,3 +117,20 @@ def test_make_serve_without_its_settings_names_each_missing_one_and_starts_nothi
         assert f"  {name} (" in result.stderr
     assert "ALLOWED_HOSTS" not in result.stderr
     assert "production never starts the embedded database" in result.stderr
+
+
+@pytest.mark.parametrize("entry_point", ["config.wsgi", "config.asgi"])
+def test_the_web_servers_entry_points_take_production_settings_unless_told_otherwise(entry_point):
+    code = f"import {entry_point}; from django.conf import settings; print(settings.SETTINGS_MODULE, settings.DEBUG)"
+    served = production(EVENTSTORE_SIGNING_KEYS="k1:" + "s" * 40, DATABASE_URL="postgres://bank@db.example/bank")
+    del served["DJANGO_SETTINGS_MODULE"]
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=served, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.stdout.strip() == "config.production False", result.stderr
+
+    # A web server started without its secrets stops, rather than serving development's DEBUG.
+    bare = {k: v for k, v in served.items() if k != "SECRET_KEY"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=bare, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert "config.production needs SECRET_KEY" in result.stderr
