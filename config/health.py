@@ -1,11 +1,17 @@
-"""/healthz: what a load balancer and the monitoring ask each web server, with no login and no data.
+"""What the monitoring and the load balancer ask each web server, with no login and no data.
 
-200 when the database answers, the projection runners keep up and every streaming
-replica answers within REPLICA_MAX_LAG_SECONDS of the primary; 503 otherwise,
-with the reason (django-health-check's view, as HTML, text or JSON by the Accept
-header or ?format=). 503, not the library's 500: the server is not broken, it
-should leave the rotation until it answers 200 again. Nothing here writes: a
-health check is asked every few seconds.
+/healthz (the monitoring): 200 when the database answers, the projection runners
+keep up and every streaming replica answers within REPLICA_MAX_LAG_SECONDS of the
+primary; 503 otherwise, with the reason (django-health-check's view, as HTML,
+text or JSON by the Accept header or ?format=). 503, not the library's 500.
+
+/readyz (the load balancer): 200 when this server can serve pages and commands,
+that is when the primary database answers. A stopped runner or a lagging replica
+is the same for every web server, and pages go on without them (lists lag, reads
+move to the primary): were the load balancer to ask /healthz, it would take every
+server out of the rotation at once and stop the bank over a late statement.
+
+Nothing here writes: a health check is asked every few seconds.
 """
 
 from __future__ import annotations
@@ -76,7 +82,11 @@ class _ClosingThreads(ThreadPoolExecutor):
 
 
 class Health(HealthCheckView):
-    checks = ("health_check.checks.Database", "config.health.ProjectionsCurrent", "config.health.ReplicasCurrent")
+    checks: tuple[str, ...] = (
+        "health_check.checks.Database",
+        "config.health.ProjectionsCurrent",
+        "config.health.ReplicasCurrent",
+    )
 
     def get_executor(self) -> ThreadPoolExecutor:
         return _ClosingThreads(max_workers=len(self.checks))
@@ -86,3 +96,7 @@ class Health(HealthCheckView):
         if response.status_code == 500:
             response.status_code = 503
         return response
+
+
+class Ready(Health):
+    checks = ("health_check.checks.Database",)

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.forms import StaffLoginForm
-from config.health import Health
+from config.health import Health, Ready
 
 admin.site.site_header = "Bank back-office administration"
 admin.site.site_title = "Bank admin"
@@ -17,5 +17,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", Health.as_view(), name="healthz"),
+    path("readyz", Ready.as_view(), name="readyz"),
     path("", include("accounts.urls")),
 ]

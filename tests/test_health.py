@@ -1,10 +1,12 @@
-"""/healthz: 200 while the database answers and the runners keep up, 503 with the reason otherwise."""
+"""/healthz: 200 while the database answers and the runners keep up, 503 with the reason otherwise.
+/readyz: 200 while the database answers, whatever the runners and replicas do."""
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 
 from eventstore import projections
+from harness.replication import free_port
 from tests.factories import AccountFactory
 from tests.support import settle
 
@@ -69,3 +71,30 @@ def test_healthz_shows_no_data_and_reads_nothing_but_the_checks():
     assert response.status_code == 200
     page = response.content.decode()
     assert "Zoë" not in page and str(account.id) not in page
+
+
+def ready():
+    response = Client().get("/readyz", HTTP_ACCEPT="application/json")  # nobody signed in
+    return response.status_code, response.json()
+
+
+def test_readyz_keeps_the_server_in_the_rotation_while_a_runner_is_stopped():
+    """A stopped runner is every web server's problem alike, and pages go on without it: the load
+    balancer must not take them all out for it (the monitoring, asking /healthz, raises the alarm)."""
+    AccountFactory(initial_deposit=10)
+    caught_up()
+    projections.ProjectionCheckpoint.objects.filter(name="daily_statements").update(failed_event_id=1234)
+    assert health()[0] == 503
+    assert ready() == (200, {"Database(alias='default')": "OK"})
+
+
+def test_readyz_answers_503_when_the_database_does_not_answer():
+    primary = connections.settings["default"]  # what the check's own thread connects with
+    kept = {name: primary[name] for name in ("HOST", "PORT")}
+    primary |= {"HOST": "127.0.0.1", "PORT": str(free_port())}
+    try:
+        status, checks = ready()
+    finally:
+        primary |= kept
+    assert status == 503
+    assert checks["Database(alias='default')"].startswith("Unavailable: ")

@@ -305,6 +305,7 @@ def test_a_long_export_outlives_its_replica_stopping_and_the_pages_go_on_from_th
         teller.deposit(account, "1.00")
         response, body = auditor.request("GET", "/healthz?format=json")
         assert response.status == 503 and "replica_1 unreachable" in body
+        assert auditor.request("GET", "/readyz")[0].status == 200  # the load balancer keeps the server
     finally:
         cluster.replica.start()
     assert wait_until_healthy(Proxy(served.port), served)["ReplicasCurrent()"] == "OK"

@@ -5,6 +5,7 @@ X-Forwarded-Proto: https a proxy adds. The web connects as the application role
 and the runner as the runner role, as a bank's would.
 """
 
+import json
 import os
 import re
 import uuid
@@ -55,6 +56,8 @@ def test_make_serve_serves_staff_through_the_proxy_logs_json_with_the_commands_c
         proxy = Proxy(port)
         health = wait_until_healthy(proxy, served)
         assert set(health.values()) == {"OK"}
+        ready, body = proxy.request("GET", "/readyz?format=json")
+        assert (ready.status, json.loads(body)) == (200, {"Database(alias='default')": "OK"})
 
         plain, _ = proxy.request("GET", "/login/", https=False)  # not through the proxy's HTTPS
         assert plain.status == 301 and plain.getheader("Location") == "https://127.0.0.1/login/"
