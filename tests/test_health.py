@@ -64,10 +64,11 @@ def test_healthz_answers_503_when_a_runner_falls_behind_in_events_or_in_time(set
     assert health()[0] == 200
 
 
-def test_healthz_shows_no_data_and_reads_nothing_but_the_checks():
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_pages_show_no_data_and_read_nothing_but_the_checks(path):
     account = AccountFactory(initial_deposit=10, owner="Zoë Quietly")
     caught_up()
-    response = Client().get("/healthz")
+    response = Client().get(path)
     assert response.status_code == 200
     page = response.content.decode()
     assert "Zoë" not in page and str(account.id) not in page

@@ -85,7 +85,7 @@ def test_production_cookies_are_secure_and_http_only_and_https_is_enforced():
 CHECKED = {
     # every URL name of the site, and the test that checks who may use it and how
     "login", "logout",
-    "healthz",  # test_health.py: open to all, shows no data
+    "healthz", "readyz",  # test_health.py: open to all, show no data
     "accounts:dashboard", "accounts:list", "accounts:open", "accounts:detail", "accounts:command",
     "accounts:review",
     "accounts:approvals", "accounts:approval", "accounts:approval_command",  # test_approval_pages.py
