@@ -23,6 +23,9 @@ EVENTSTORE_SIGNING_KEYS = env.str("EVENTSTORE_SIGNING_KEYS")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# A load balancer's or a monitor's probe often speaks plain HTTP straight to the web server; a
+# redirect would read as "down". The health pages show no data, so plain HTTP gives nothing away.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # The header and value by which the TLS proxy in front says a request came over HTTPS ("" when
 # gunicorn itself terminates TLS). Only that proxy may reach the web server: anyone else could send it.
 _proxy_says = env.str("SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO,https")

@@ -61,6 +61,8 @@ def test_make_serve_serves_staff_through_the_proxy_logs_json_with_the_commands_c
 
         plain, _ = proxy.request("GET", "/login/", https=False)  # not through the proxy's HTTPS
         assert plain.status == 301 and plain.getheader("Location") == "https://127.0.0.1/login/"
+        for probed in ("/readyz", "/healthz"):  # a load balancer's or a monitor's probe, over plain HTTP
+            assert proxy.request("GET", probed, https=False)[0].status == 200
 
         login, page = proxy.request("GET", "/login/")
         assert login.status == 200 and "csrftoken" in proxy.cookies
