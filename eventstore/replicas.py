@@ -188,11 +188,12 @@ class State:
     """A replica as /healthz and projection_status report it."""
 
     alias: str
-    problem: str  # why pages skip it; "" when they read from it
+    problem: str  # why pages skip it; "" when they read from it. Shown to anyone by /healthz.
     replayed: int | None = None
     bytes_behind: int | None = None
     seconds_behind: float | None = None  # a lower bound unless caught_up
     caught_up: bool = False  # with the primary's position when asked, within the time allowed
+    detail: str = ""  # the driver's words (host, port): for the operators' projection_status only
 
 
 def states(*, settle: float = 0.0) -> list[State]:
@@ -207,7 +208,7 @@ def states(*, settle: float = 0.0) -> list[State]:
                 time.sleep(POLL_S)
                 position = replayed(alias)
         except DatabaseError as error:
-            found.append(State(alias, f"unreachable: {_first_line(error)}"))
+            found.append(State(alias, "unreachable", detail=_first_line(error)))
             continue
         if position is None:
             found.append(State(alias, "not replaying the primary's WAL (not a standby)"))

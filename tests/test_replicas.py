@@ -305,6 +305,10 @@ def test_a_long_export_outlives_its_replica_stopping_and_the_pages_go_on_from_th
         teller.deposit(account, "1.00")
         response, body = auditor.request("GET", "/healthz?format=json")
         assert response.status == 503 and "replica_1 unreachable" in body
+        assert str(cluster.replica.port) not in body  # where the database lives is not the public's to know
+        status = manage(cluster.primary.url("bank_app"), "projection_status", replica=cluster.replica.url("bank_app"))
+        line = next(line for line in status.splitlines() if line.startswith(REPLICA))
+        assert "SKIPPED: unreachable: " in line and str(cluster.replica.port) in line, status  # the operators' view
         assert auditor.request("GET", "/readyz")[0].status == 200  # the load balancer keeps the server
     finally:
         cluster.replica.start()

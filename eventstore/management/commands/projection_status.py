@@ -41,7 +41,8 @@ class Command(BaseCommand):
             self.stdout.write(f"\n{'replica':<12} {'replayed':>18} {'bytes behind':>14} {'lag s':>8}  state")
         for state in found:
             if state.replayed is None:
-                self.stdout.write(f"{state.alias:<12} {'-':>18} {'-':>14} {'-':>8}  SKIPPED: {state.problem}")
+                why = f"{state.problem}: {state.detail}" if state.detail else state.problem
+                self.stdout.write(f"{state.alias:<12} {'-':>18} {'-':>14} {'-':>8}  SKIPPED: {why}")
                 continue
             assert state.bytes_behind is not None and state.seconds_behind is not None
             if state.problem:
