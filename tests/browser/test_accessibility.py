@@ -65,3 +65,10 @@ def test_a_teller_reaches_the_deposit_form_in_a_few_key_presses(page):
     for key in ("Tab", "Enter", "Tab", "Enter"):  # the skip link, then the first command's link
         page.keyboard.press(key)
     assert page.evaluate("document.activeElement.id") == "id_deposit-amount"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_the_health_pages_have_no_serious_accessibility_violation(page, path):
+    page.goto(path)  # anyone may ask: no login
+    assert page.title(), path
+    assert blocking(page) == [], path
