@@ -16,13 +16,14 @@ Nothing here writes: a health check is asked every few seconds.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from health_check.base import HealthCheck
@@ -33,6 +34,8 @@ from eventstore import projections, replicas
 from eventstore.models import ProjectionCheckpoint
 from eventstore.store import START, backlog
 
+_WAITED = {"55P03": "lock timeout", "57014": "statement timeout"}
+
 
 @dataclasses.dataclass
 class ProjectionsCurrent(HealthCheck):
@@ -41,6 +44,14 @@ class ProjectionsCurrent(HealthCheck):
     longer than HEALTH_PROJECTION_LAG_SECONDS. Staff would otherwise see stale lists and statements."""
 
     def run(self) -> None:
+        try:
+            self._check()
+        except DatabaseError as error:  # a lock held over the checkpoints, say: said without the driver's words
+            cause = error.__cause__ or error
+            why = _WAITED.get(getattr(cause, "sqlstate", None) or "", type(cause).__name__)
+            raise ServiceUnavailable(f"the runners' progress could not be read ({why})") from error
+
+    def _check(self) -> None:
         names = [projection.name for projection in projections.asynchronous()]
         rows = {row.name: row for row in ProjectionCheckpoint.objects.filter(name__in=names)}
         most, longest = settings.HEALTH_PROJECTION_LAG_EVENTS, settings.HEALTH_PROJECTION_LAG_SECONDS
@@ -69,7 +80,8 @@ class ReplicasCurrent(HealthCheck):
 class _ClosingThreads(ThreadPoolExecutor):
     """Runs each check in a thread of its own that closes the database connections it opened when the
     check ends: Django's connections are per thread, and a check asked every few seconds must leave
-    no session behind."""
+    no session behind. The thread runs in the request's context, so that its connections get the
+    web's lock and statement timeouts too: a check stuck behind a lock would hold a worker."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         def closing() -> Any:
@@ -78,7 +90,7 @@ class _ClosingThreads(ThreadPoolExecutor):
             finally:
                 connections.close_all()
 
-        return super().submit(closing)
+        return super().submit(contextvars.copy_context().run, closing)
 
 
 class Health(HealthCheckView):

@@ -1,6 +1,8 @@
 """/healthz: 200 while the database answers and the runners keep up, 503 with the reason otherwise.
 /readyz: 200 while the database answers, whatever the runners and replicas do."""
 
+import threading
+
 import pytest
 from django.db import connection, connections
 from django.test import Client
@@ -101,3 +103,22 @@ def test_readyz_answers_503_when_the_database_does_not_answer():
     assert status == 503
     said = checks["Database(alias='default')"]
     assert said.startswith("Unavailable: ") and port not in said  # nothing of where the database lives
+
+
+def test_a_check_stuck_behind_a_lock_gives_up_at_the_webs_lock_timeout_and_frees_the_worker(raw_connect, settings):
+    settings.WEB_LOCK_TIMEOUT_MS = 200
+    caught_up()
+    locker = raw_connect()  # as a projection swap or a migration would
+    locker.execute("LOCK TABLE projection_checkpoints IN ACCESS EXCLUSIVE MODE")
+    answered = []
+    asking = threading.Thread(target=lambda: answered.append(health()))
+    try:
+        asking.start()
+        asking.join(timeout=10)
+        assert answered, "/healthz was still waiting for the lock after 10 s"
+    finally:
+        locker.rollback()
+        asking.join()
+    status, checks = answered[0]
+    assert status == 503
+    assert checks["ProjectionsCurrent()"] == "Unavailable: the runners' progress could not be read (lock timeout)"
