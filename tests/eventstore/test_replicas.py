@@ -90,6 +90,7 @@ def test_the_router_sends_the_banks_reads_where_the_request_chose_and_everything
         (psycopg.errors.AdminShutdown("terminating connection due to conflict with recovery"), True),
         (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), True),
         (psycopg.OperationalError("connection failed: Connection refused"), True),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
         (psycopg.errors.DivisionByZero("division by zero"), False),
         (psycopg.errors.UndefinedTable('relation "x" does not exist'), False),
     ],
