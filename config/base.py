@@ -49,6 +49,10 @@ def database(url: str) -> dict:
     return config
 
 
+_SILENT_REPLICA = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                   "tcp_user_timeout": 10_000}  # fmt: skip
+
+
 def databases(primary_url: str) -> dict:
     """The primary at `primary_url`, and each streaming replica REPLICA_DATABASE_URLS names, as
     replica_1, replica_2, ... (eventstore.replicas chooses among them; commands use the primary only)."""
@@ -61,8 +65,11 @@ def databases(primary_url: str) -> dict:
                 f"REPLICA_DATABASE_URLS: replica {number} is not a PostgreSQL URL "  # the URL may hold a password
                 "(postgres://USER@HOST:PORT/NAME, comma-separated)."
             )
-        # A replica that is down should cost a page a moment, not the server's default wait.
-        replica["OPTIONS"].setdefault("connect_timeout", REPLICA_CONNECT_TIMEOUT_S)
+        # A replica that is down should cost a page a moment, not the server's default wait; one that
+        # falls silent mid-query (its host gone, the network cut) is given up within about 11 s, by TCP
+        # keepalives and an unacknowledged-data timeout, and the page is read again from the primary.
+        for option, value in {"connect_timeout": REPLICA_CONNECT_TIMEOUT_S, **_SILENT_REPLICA}.items():
+            replica["OPTIONS"].setdefault(option, value)
         replica["TEST"] = {"MIRROR": "default"}  # a test database has no replica of its own
         found[f"replica_{number}"] = replica
     return found

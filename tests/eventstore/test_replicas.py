@@ -53,6 +53,9 @@ def test_replica_urls_become_replica_aliases_that_time_out_quickly_and_mirror_th
     assert list(found) == ["default", "replica_1", "replica_2"]
     assert (found["replica_1"]["HOST"], found["replica_2"]["HOST"]) == ("replica-a", "replica-b")
     assert found["replica_1"]["OPTIONS"]["connect_timeout"] == 2
+    silent = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+              "tcp_user_timeout": 10_000}  # fmt: skip
+    assert found["replica_2"]["OPTIONS"].items() >= silent.items()  # a replica gone silent mid-query
     assert found["replica_2"]["TEST"] == {"MIRROR": "default"}
     assert "connect_timeout" not in found["default"]["OPTIONS"]
 
