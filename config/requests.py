@@ -25,6 +25,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.contrib.messages.storage import default_storage
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from django.shortcuts import render
@@ -89,7 +90,9 @@ class ReplicaReadsMiddleware:
     After a POST, the session keeps the primary's position, for the pages that follow.
 
     A page whose replica fails mid-way (it stopped, or cancelled a query in a conflict with
-    recovery) is read again from the primary: its views only read, so running one twice is safe.
+    recovery) is read again from the primary. Its views only read the bank's data, but a page may
+    take something out of the session (a form sent back with its refusal, read once) or queue a
+    message: the second run starts from the session and messages the first one started from.
     """
 
     def __init__(self, get_response):
@@ -100,6 +103,7 @@ class ReplicaReadsMiddleware:
             return self.get_response(request)
         if request.method in READS:
             request.reading = replicas.choose(after=request.session.get(READ_AFTER))
+            request.session_before = dict(request.session.items())  # for a second run (process_exception)
         else:
             request.reading = replicas.Reading(db.PRIMARY)
         with db.reading_from(request.reading.alias):
@@ -113,6 +117,9 @@ class ReplicaReadsMiddleware:
         if reading is None or reading.alias == db.PRIMARY or not replicas.is_replica_failure(exception):
             return None
         replicas.failed(reading.alias, exception)
+        request.session.clear()
+        request.session.update(request.session_before)
+        request._messages = default_storage(request)  # as MessageMiddleware made it: what the first run queued goes
         request.reading = replicas.Reading(db.PRIMARY)
         db.read_from(db.PRIMARY)  # for the rest of this request: __call__'s reading_from restores it after
         match = request.resolver_match
