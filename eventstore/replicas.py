@@ -124,6 +124,8 @@ def choose(*, after: int | None = None) -> Reading:
     if not candidates:
         return Reading(db.PRIMARY)
     primary = primary_position()
+    if after is not None and after > primary:
+        after = None  # a position this primary never reached: it was restored or replaced since
     deadline = time.monotonic() + settings.REPLICA_WAIT_FOR_WRITES_MS / 1000
     for alias in random.sample(candidates, len(candidates)):  # spreads the pages over the replicas
         try:

@@ -1,6 +1,8 @@
 """eventstore.replicas without a replica: WAL positions, how stale a replica is by them, and the
 settings that name replicas. tests/test_replicas.py runs a real primary and replica."""
 
+import time
+
 import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -104,3 +106,18 @@ def test_a_read_is_tried_again_on_the_primary_only_for_what_a_replica_alone_woul
     with pytest.raises(DatabaseError) as raised, connection.wrap_database_errors:
         raise error
     assert replicas.is_replica_failure(raised.value) is from_the_replica
+
+
+def test_a_position_the_primary_never_reached_is_not_waited_for(monkeypatch, settings):
+    """After a restore or a new primary, a session's position from before it lies ahead of the log:
+    waiting for a replica to reach it would cost every page the whole wait, for good."""
+    settings.REPLICA_WAIT_FOR_WRITES_MS = 5_000
+    monkeypatch.setattr(replicas, "aliases", lambda: ["replica_1"])
+    monkeypatch.setattr(replicas, "primary_position", lambda: 1_000)
+    monkeypatch.setattr(replicas, "replayed", lambda alias: 1_000)
+    started = time.monotonic()
+    assert replicas.choose(after=5_000) == replicas.Reading("replica_1")
+    assert time.monotonic() - started < 1
+    monkeypatch.setattr(replicas, "replayed", lambda alias: 900)  # behind the primary: still waited for
+    settings.REPLICA_WAIT_FOR_WRITES_MS = 50
+    assert replicas.choose(after=950) == replicas.Reading(db.PRIMARY)
