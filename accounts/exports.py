@@ -135,29 +135,58 @@ def transactions_csv(request, account, month):
     """An account's month, one line per event with the balance after it: the statement's transactions."""
     before, events = selectors.month_lines(account.id, month, up_to_version=account.version)
     opening = services.get_account(account.id, version=before) if before else None
-    writer, currency = csv.writer(_Echo()), account.currency
+    currency, balance = account.currency, opening.balance if opening else 0
 
-    chunks = _chunks(events, key="version", reads=replicas.LaterReads())
+    def line(writer, event, others) -> str:
+        nonlocal balance
+        effect, other = _effect(event), counterparty(event.event_type, event.data)
+        balance += effect
+        return writer.writerow([
+            event.created_at.isoformat(), event.version, _csv_safe(label(event.event_type)),
+            _decimal(effect, currency) if effect else "", currency, _decimal(balance, currency),
+            _csv_safe(stated_reason(event.data, event.metadata)), other or "",
+            _csv_safe(others[other].owner if other in others else ""),
+            _csv_safe((event.metadata or {}).get("actor", "")),
+        ])  # fmt: skip
+
+    return _streamed(
+        request, _chunks(events, key="version", reads=replicas.LaterReads()), TRANSACTION_COLUMNS, line,
+        filename=f"transactions-{account.id}-{month:%Y-%m}.csv", whole="month",
+        back=(reverse("accounts:detail", args=[account.id]), "Back to the account"),
+    )  # fmt: skip
+
+
+def _streamed(request, chunks, header, line, *, filename: str, whole: str, back: tuple[str, str]):
+    """A CSV of `header`, then `line(writer, event, named)` for every event of `chunks`, streamed.
+
+    The first rows are read before the response starts, so a failure there is an
+    error page, not an empty file that looks like "nothing happened". A failure once
+    rows have gone out ends the file with a line saying it is incomplete.
+    """
+    try:
+        first = list(itertools.islice(chunks, 1))
+    except DatabaseError:
+        logger.exception("%s failed before its first row", filename)
+        return render(request, "accounts/export_failed.html", {"back": back}, status=503)
+    writer = csv.writer(_Echo())
 
     def rows():
-        yield writer.writerow(TRANSACTION_COLUMNS)
-        balance = opening.balance if opening else 0
-        for chunk, others in chunks:
-            for event in chunk:
-                effect, other = _effect(event), counterparty(event.event_type, event.data)
-                balance += effect
-                yield writer.writerow([
-                    event.created_at.isoformat(), event.version, _csv_safe(label(event.event_type)),
-                    _decimal(effect, currency) if effect else "", currency, _decimal(balance, currency),
-                    _csv_safe(stated_reason(event.data, event.metadata)), other or "",
-                    _csv_safe(others[other].owner if other in others else ""),
-                    _csv_safe((event.metadata or {}).get("actor", "")),
-                ])  # fmt: skip
+        yield writer.writerow(header)
+        written = 0
+        try:
+            for chunk, named in itertools.chain(first, chunks):
+                for event in chunk:
+                    yield line(writer, event, named)
+                    written += 1
+        except DatabaseError:
+            logger.exception("%s failed after %d rows", filename, written)
+            yield writer.writerow([f"# INCOMPLETE EXPORT: the database failed after {written} rows; "
+                                   f"this file is not the whole {whole}. Export again."])  # fmt: skip
 
     return StreamingHttpResponse(
         rows(),
         content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="transactions-{account.id}-{month:%Y-%m}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
@@ -172,43 +201,17 @@ def _effect(event) -> int:
 @require_GET
 @staff_permission("eventstore.view_event")
 def audit_log_csv(request):
-    """Stream every filtered event as CSV, a chunk at a time: memory stays flat.
-
-    The first rows are read before the response starts, so a failure there is an
-    error page, not an empty file that looks like "no events". A failure once
-    rows have gone out ends the file with a line saying it is incomplete.
-    """
+    """Stream every filtered event as CSV, a chunk at a time: memory stays flat."""
     form, filters = audit_filters(request)
+    back = f"{reverse('accounts:audit')}?{request.GET.urlencode()}"
     if filters is None:
         messages.error(request, "The filters are not valid; nothing was exported.")
-        return redirect(f"{reverse('accounts:audit')}?{request.GET.urlencode()}")
-    chunks = _chunks(selectors.audit_events(filters), key="-id", reads=replicas.LaterReads())
-    try:
-        first = list(itertools.islice(chunks, 1))
-    except DatabaseError:
-        logger.exception("audit CSV export failed before its first row")
-        return render(request, "accounts/export_failed.html", status=503)
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(CSV_COLUMNS)
-        written = 0
-        try:
-            for chunk, named in itertools.chain(first, chunks):
-                for event in chunk:
-                    yield _audit_row(writer, event, named)
-                    written += 1
-        except DatabaseError:
-            logger.exception("audit CSV export failed after %d rows", written)
-            yield writer.writerow([f"# INCOMPLETE EXPORT: the database failed after {written} rows; "
-                                   "this file is not the whole log. Export again."])  # fmt: skip
-
+        return redirect(back)
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    return StreamingHttpResponse(
-        rows(),
-        content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="audit-log-{stamp}.csv"'},
-    )
+    return _streamed(
+        request, _chunks(selectors.audit_events(filters), key="-id", reads=replicas.LaterReads()), CSV_COLUMNS,
+        _audit_row, filename=f"audit-log-{stamp}.csv", whole="log", back=(back, "Back to the audit log"),
+    )  # fmt: skip
 
 
 def _audit_row(writer, event, named) -> str:

@@ -203,3 +203,40 @@ def test_the_transactions_csv_lists_the_month_with_the_balance_after_each_line()
     assert [(line["event"], line["amount"], line["balance_after"]) for line in lines] == [
         ("Deposit", "10.00", "60.00"), ("Transfer sent", "-25.50", "34.50")]  # fmt: skip
     assert lines[1]["counterparty_owner"] == "'=Payee" and lines[1]["why"] == "rent"
+
+
+MONTH_LINES = selectors.month_lines
+
+
+def transactions_failing_after(monkeypatch, rows: int):
+    """Make the transactions export's query fail in the database after its first `rows` lines."""
+    from accounts import exports
+
+    def failing(*args, **kwargs):
+        before, events = MONTH_LINES(*args, **kwargs)
+        boundary = list(events.values_list("version", flat=True)[: rows + 1])[-1]
+        return before, events.extra(where=[f"1 / (version - {boundary}) IS NOT NULL"])
+
+    monkeypatch.setattr(exports, "CSV_CHUNK", 2)
+    monkeypatch.setattr(selectors, "month_lines", failing)
+
+
+# Transactional: as in production, a failed query must not poison the page that reports it.
+@pytest.mark.django_db(transaction=True)
+def test_a_transactions_export_that_fails_at_once_is_an_error_page_and_midway_says_it_is_incomplete(monkeypatch):
+    account = AccountFactory(initial_deposit=100)
+    for _ in range(4):
+        services.deposit(account_id=account.id, amount=100, source="cash")
+    address = reverse("accounts:transactions_csv", args=[account.id])
+    transactions_failing_after(monkeypatch, rows=0)
+    response = client_for("auditor").get(address)
+    assert response.status_code == 503  # not a file of no lines, which would read as a quiet month
+    shown = response.content.decode()
+    assert "Nothing was exported" in shown and f'href="{reverse("accounts:detail", args=[account.id])}"' in shown
+
+    transactions_failing_after(monkeypatch, rows=2)
+    response = client_for("auditor").get(address)
+    lines = b"".join(response.streaming_content).decode().strip().splitlines()
+    assert len(lines) == 1 + 2 + 1
+    assert lines[-1].startswith("# INCOMPLETE EXPORT: the database failed after 2 rows;")
+    assert "this file is not the whole month" in lines[-1]
