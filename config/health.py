@@ -30,11 +30,11 @@ from health_check.base import HealthCheck
 from health_check.exceptions import ServiceUnavailable
 from health_check.views import HealthCheckView
 
-from eventstore import projections, replicas
+from eventstore import db, projections, replicas
 from eventstore.models import ProjectionCheckpoint
 from eventstore.store import START, backlog
 
-_WAITED = {"55P03": "lock timeout", "57014": "statement timeout"}
+_WAITED = {db.LOCK_NOT_AVAILABLE: "lock timeout", db.QUERY_CANCELED: "statement timeout"}
 
 
 @dataclasses.dataclass
@@ -47,8 +47,7 @@ class ProjectionsCurrent(HealthCheck):
         try:
             self._check()
         except DatabaseError as error:  # a lock held over the checkpoints, say: said without the driver's words
-            cause = error.__cause__ or error
-            why = _WAITED.get(getattr(cause, "sqlstate", None) or "", type(cause).__name__)
+            why = _WAITED.get(db.sqlstate(error) or "", type(error.__cause__ or error).__name__)
             raise ServiceUnavailable(f"the runners' progress could not be read ({why})") from error
 
     def _check(self) -> None:

@@ -52,7 +52,6 @@ from eventstore.store import (
 )
 
 MAX_ATTEMPTS = 5
-_LOCK_NOT_AVAILABLE, _QUERY_CANCELED, _UNIQUE_VIOLATION = "55P03", "57014", "23505"
 _COMMAND_LOG_KEY = "command_log_pkey"
 
 # A repeated key fails this insert at COMMIT, which undoes the repeat's work.
@@ -234,22 +233,18 @@ def arguments_hash(command: str, arguments: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _sqlstate(error: DatabaseError) -> str | None:
-    return getattr(error.__cause__, "sqlstate", None)
-
-
 def _timed_out(error: DatabaseError) -> bool:
     """A lock wait past lock_timeout, or a statement past statement_timeout (not a cancel by hand)."""
-    sqlstate = _sqlstate(error)
-    return sqlstate == _LOCK_NOT_AVAILABLE or (
-        sqlstate == _QUERY_CANCELED and "statement timeout" in str(error.__cause__)
+    sqlstate = db.sqlstate(error)
+    return sqlstate == db.LOCK_NOT_AVAILABLE or (
+        sqlstate == db.QUERY_CANCELED and "statement timeout" in str(error.__cause__)
     )
 
 
 def _key_taken(error: DatabaseError) -> bool:
     """Another transaction recorded this idempotency key first."""
     diag = getattr(error.__cause__, "diag", None)
-    return _sqlstate(error) == _UNIQUE_VIOLATION and getattr(diag, "constraint_name", None) == _COMMAND_LOG_KEY
+    return db.sqlstate(error) == db.UNIQUE_VIOLATION and getattr(diag, "constraint_name", None) == _COMMAND_LOG_KEY
 
 
 def check_key(key: object) -> str:

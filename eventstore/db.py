@@ -37,6 +37,9 @@ from django.db.models import Model
 from psycopg.types.datetime import TimestamptzLoader
 
 PRIMARY = DEFAULT_DB_ALIAS
+# SQLSTATEs the web, the commands and the replicas tell apart: a lock waited on past lock_timeout,
+# a statement cancelled (by statement_timeout, or by hand), a unique key already taken.
+LOCK_NOT_AVAILABLE, QUERY_CANCELED, UNIQUE_VIOLATION = "55P03", "57014", "23505"
 # The apps whose tables a replica may serve. Staff logins, sessions and the admin's own records
 # stay on the primary: a login must never wait for a replica to replay it.
 BANK_APPS = frozenset({"accounts", "eventstore"})
@@ -44,6 +47,11 @@ BANK_APPS = frozenset({"accounts", "eventstore"})
 Params = Sequence[Any] | dict[str, Any]
 
 _reads: contextvars.ContextVar[str] = contextvars.ContextVar("reads", default=PRIMARY)
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error as Django raises it (psycopg's error is its cause)."""
+    return getattr(error.__cause__, "sqlstate", None)
 
 
 def read_from(alias: str) -> contextvars.Token[str]:

@@ -43,7 +43,6 @@ T = TypeVar("T")
 
 POLL_S = 0.01  # how often a read waiting for its own write asks the replica again
 SEEN_KEPT = 10_000  # the primary's positions a process remembers (pruned by age too)
-_QUERY_CANCELED = "57014"  # a statement timeout or a cancel by hand: not the replica's doing
 
 
 def lsn(text: str) -> int:
@@ -163,7 +162,7 @@ def is_replica_failure(error: BaseException) -> bool:
     cancelled the query to replay the primary's changes (a conflict with recovery, or a replayed lock
     waited on past the lock timeout). Not a statement timeout: the primary would take as long, and
     reading again would double a wait that is already past what staff should bear."""
-    if getattr(error.__cause__, "sqlstate", None) == _QUERY_CANCELED:
+    if db.sqlstate(error) == db.QUERY_CANCELED:
         return False
     return isinstance(error, OperationalError | InterfaceError)
 

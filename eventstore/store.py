@@ -32,7 +32,6 @@ UNIQUE_VERSION_CONSTRAINT = "events_aggregate_id_version_key"
 # Lost races: a duplicate (aggregate_id, version), the guard's "written by a later
 # transaction", or a deadlock PostgreSQL broke in our favour of retrying.
 _CONFLICT_SQLSTATES = {"40001", "40P01"}
-_UNIQUE_VIOLATION = "23505"
 MAX_NAME_LENGTH = 255
 
 
@@ -368,12 +367,11 @@ def chain_head(aggregate_id: uuid.UUID, version: int) -> bytes:
 
 def is_concurrency_conflict(error: Exception) -> bool:
     """Is this database error a lost race (duplicate version, serialization failure, deadlock)?"""
-    cause = error.__cause__
-    sqlstate = getattr(cause, "sqlstate", None)
+    sqlstate = db.sqlstate(error)
     if sqlstate in _CONFLICT_SQLSTATES:
         return True
-    diag = getattr(cause, "diag", None)
-    return sqlstate == _UNIQUE_VIOLATION and getattr(diag, "constraint_name", None) == UNIQUE_VERSION_CONSTRAINT
+    diag = getattr(error.__cause__, "diag", None)
+    return sqlstate == db.UNIQUE_VIOLATION and getattr(diag, "constraint_name", None) == UNIQUE_VERSION_CONSTRAINT
 
 
 class EventStore:
