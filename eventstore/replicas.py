@@ -106,6 +106,16 @@ def replayed(alias: str) -> int | None:
     return lsn(row[0]) if row and row[0] is not None else None
 
 
+def _replayed_by(alias: str, position: int | None, deadline: float) -> int | None:
+    """How far `alias` has replayed, asked again every POLL_S until it reaches `position` (None: no
+    wait) or `deadline` (monotonic) passes."""
+    reached = replayed(alias)
+    while reached is not None and position is not None and reached < position and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        reached = replayed(alias)
+    return reached
+
+
 @dataclass(frozen=True)
 class Reading:
     """Where a request reads the bank's data from, and how far behind the primary that is (seconds)."""
@@ -128,10 +138,7 @@ def choose(*, after: int | None = None) -> Reading:
     deadline = time.monotonic() + settings.REPLICA_WAIT_FOR_WRITES_MS / 1000
     for alias in random.sample(candidates, len(candidates)):  # spreads the pages over the replicas
         try:
-            position = replayed(alias)
-            while position is not None and after is not None and position < after and time.monotonic() < deadline:
-                time.sleep(POLL_S)
-                position = replayed(alias)
+            position = _replayed_by(alias, after, deadline)
         except DatabaseError as error:
             failed(alias, error)
             continue
@@ -209,10 +216,7 @@ def states(*, settle: float = 0.0) -> list[State]:
     for alias in aliases():
         primary, start = primary_position(), time.monotonic()  # the primary failing is no replica's fault
         try:
-            position = replayed(alias)
-            while position is not None and position < primary and time.monotonic() - start < settle:
-                time.sleep(POLL_S)
-                position = replayed(alias)
+            position = _replayed_by(alias, primary, start + settle)
         except DatabaseError as error:
             found.append(State(alias, "unreachable", detail=_first_line(error)))
             continue
