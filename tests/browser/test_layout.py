@@ -94,3 +94,26 @@ def test_the_stale_replica_banner_fits_every_width_and_stops_no_one(page, shot, 
     at_every_width(page, shot, "stale-banner", check=lambda width: banner.is_visible())
     violations = Axe().run(page).response["violations"]
     assert [v["id"] for v in violations if v["impact"] in ("serious", "critical")] == []
+
+
+def test_the_page_of_an_export_that_could_not_start_fits_every_width_and_leads_back(page, shot, monkeypatch):
+    """As staff see it when the database fails before a CSV's first row (tests/accounts: the failure itself)."""
+    from axe_playwright_python.sync_playwright import Axe
+    from django.db import OperationalError
+
+    from accounts import exports
+
+    def failing_chunks(*args, **kwargs):
+        raise OperationalError("the database did not answer")
+        yield  # a generator: it fails at its first read, as the export's first query would
+
+    monkeypatch.setattr(exports, "_chunks", failing_chunks)
+    UserFactory(username="staff", role="auditor")
+    account = AccountFactory(owner="Zoë Holmes", initial_deposit=100_000)
+    log_in(page, "staff")
+    response = page.goto(f"/accounts/{account.id}/transactions.csv")
+    assert response.status == 503
+    back = page.get_by_role("link", name="Back to the account")
+    at_every_width(page, shot, "export-failed", check=lambda width: back.is_visible())
+    violations = Axe().run(page).response["violations"]
+    assert [v["id"] for v in violations if v["impact"] in ("serious", "critical")] == []
